@@ -1,0 +1,72 @@
+"""Command line of the pipeline: validate the recipe first (one line and exit 2 on error, nothing written), then
+run the flow on the local state folder and print a summary and how to open the Prefect and MLflow UIs.
+
+    python -m flows.cli [--recipe flows/recipes/tiny.yaml] [key=value ...]
+    python -m flows.cli --check --recipe my.yaml          # validate only
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from models.recipe import RecipeError, load_recipe
+from models.storage import default_tracking_uri, state_dir, tracking_uri
+
+
+def configure_environment() -> None:
+    """Defaults for an embedded run; variables the user already set (PREFECT_API_URL, PREFECT_HOME,
+    MLFLOW_TRACKING_URI, R1_STATE_DIR) win."""
+    state = state_dir()
+    os.environ["R1_STATE_DIR"] = str(state)
+    os.environ.setdefault("PREFECT_HOME", str(state / "prefect"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    os.environ.setdefault("MLFLOW_TRACKING_URI", default_tracking_uri())
+    state.mkdir(parents=True, exist_ok=True)
+
+
+def ui_help() -> str:
+    prefect_home = os.environ["PREFECT_HOME"]
+    lines = [f"State folder: {state_dir()}"]
+    if os.environ.get("PREFECT_API_URL"):
+        lines.append(f"Prefect UI: {os.environ['PREFECT_API_URL'].removesuffix('/api')}")
+    else:
+        lines.append(f"Prefect UI: PREFECT_HOME={prefect_home} .venv/bin/prefect server start   -> http://127.0.0.1:4200")
+    if tracking_uri().startswith("sqlite:"):
+        lines.append(f"MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {tracking_uri()}   -> http://127.0.0.1:5000")
+    else:
+        lines.append(f"MLflow UI:  {tracking_uri()}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", default=None, help="recipe YAML (default: the embedded tiny pipeline)")
+    parser.add_argument("--check", action="store_true", help="validate the recipe and exit")
+    parser.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. final_rl.trl.max_steps=80")
+    args = parser.parse_args(argv)
+    try:
+        recipe = load_recipe(args.recipe or None, args.overrides)
+    except RecipeError as err:
+        print(f"recipe error: {err}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(f"recipe ok: {recipe.name}")
+        return 0
+    configure_environment()
+    from flows.pipeline import r1_pipeline
+
+    started = time.time()
+    result = r1_pipeline(recipe)
+    ui = "http://127.0.0.1:5000" if tracking_uri().startswith("sqlite:") else tracking_uri()
+    print("\n" + result["summary"].replace("http://127.0.0.1:5000", ui))
+    print(f"Pipeline finished in {time.time() - started:.0f} s.\n" + ui_help())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

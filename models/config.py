@@ -1,0 +1,177 @@
+"""Typed recipe: strict, frozen pydantic models; every field described (they become the Prefect form and --help).
+
+TRL's own knobs pass through `trl:` dicts whose keys and types are checked against TRL's config dataclasses
+(models/trl_knobs.py), so a typo fails when the recipe loads, before anything trains.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+STAGES = ("cold_start_sft", "reasoning_rl", "rejection_sampling", "supervised_merge", "final_rl")
+REWARD_NAMES = ("accuracy", "format", "language_consistency")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(Strict):
+    base: str = Field("builtin:tiny_base", description="Base model: `builtin:tiny_base`, a local folder, or a hub id.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights dtype on load.")
+    registered_name: str = Field("r1-tiny", description="MLflow Model Registry name of the final model.")
+
+
+class DataConfig(Strict):
+    task: str = Field("chain_sum", description="reasoning-gym dataset that makes the verifiable prompts.")
+    task_config: dict[str, Any] = Field(
+        default_factory=lambda: {"min_terms": 3, "max_terms": 4, "min_digits": 1, "max_digits": 1},
+        description="Keyword arguments of the reasoning-gym dataset (checked against its config class).",
+    )
+    prompt_style: Literal["compact", "chat"] = Field(
+        "compact", description="compact: `Q:<expr>\\nA:` for tiny character models; chat: R1 system prompt + question."
+    )
+    heldout_permille: int = Field(100, ge=1, le=500, description="Share (per mille) of problem keys held out for eval.")
+    eval_size: int = Field(300, ge=10, description="Held-out evaluation prompts (same set for every stage).")
+    cold_start_size: int = Field(300, ge=1, description="Cold-start long-CoT examples (R1: thousands).")
+    rl_pool_size: int = Field(2000, ge=1, description="Prompts for the RL stages and rejection sampling.")
+    non_reasoning: str = Field(
+        "builtin:non_reasoning", description="Non-reasoning prompt/completion rows: builtin:<name>, .jsonl path or hub id."
+    )
+    language: Literal["en", "zh"] = Field("en", description="Target language of the reasoning (language reward).")
+
+    @field_validator("non_reasoning")
+    @classmethod
+    def _non_reasoning_exists(cls, source: str) -> str:
+        from pathlib import Path
+
+        from models.data import ASSETS
+
+        path = ASSETS / f"{source.removeprefix('builtin:')}.jsonl" if source.startswith("builtin:") else Path(source)
+        if (source.startswith("builtin:") or path.suffix == ".jsonl") and not path.is_file():
+            raise ValueError(f"no file at '{path}'; give builtin:non_reasoning, a .jsonl file or a hub dataset id")
+        return source
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, task: str) -> str:
+        from reasoning_gym.factory import DATASETS
+
+        if task not in DATASETS:
+            raise ValueError(f"unknown reasoning-gym dataset '{task}'; choose e.g. chain_sum, basic_arithmetic")
+        return task
+
+    @model_validator(mode="after")
+    def _task_config_known(self) -> DataConfig:
+        import dataclasses
+
+        from reasoning_gym.factory import DATASETS
+
+        known = {f.name for f in dataclasses.fields(DATASETS[self.task][1])} - {"seed", "size"}
+        unknown = sorted(set(self.task_config) - known)
+        if unknown:
+            raise ValueError(f"task_config: '{unknown[0]}' is not a {self.task} option; valid: {', '.join(sorted(known))}")
+        return self
+
+
+class SamplingConfig(Strict):
+    num_samples: int = Field(4, ge=1, description="k samples per prompt (pass@1 averages them; cons@k votes).")
+    temperature: float = Field(0.6, gt=0, description="Sampling temperature (R1 evaluation: 0.6).")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling (R1 evaluation: 0.95).")
+    max_new_tokens: int = Field(48, ge=1, description="Generation budget per sample.")
+    batch_size: int = Field(256, ge=1, description="Prompts per generate call.")
+
+
+class EvalConfig(SamplingConfig):
+    max_prompts: int | None = Field(None, ge=1, description="Evaluate only the first N held-out prompts (None: all).")
+
+
+class SftStage(Strict):
+    trl: dict[str, Any] = Field(default_factory=dict, description="TRL SFTConfig fields (checked against TRL).")
+
+
+class SupervisedMergeStage(SftStage):
+    start_from: Literal["base", "cold_start_sft", "reasoning_rl"] = Field(
+        "base", description="Checkpoint the merge SFT starts from (R1: the BASE model, not the RL policy)."
+    )
+    non_reasoning_ratio: float = Field(
+        0.25, ge=0, lt=1, description="Share of non-reasoning rows in the merged set (R1: ~200k of ~800k)."
+    )
+
+
+class GeneralReward(Strict):
+    model: str | None = Field(
+        None, description="Reward model (hub id or local folder) scored through TRL; None: the rule-based proxy."
+    )
+    weight: float = Field(1.0, ge=0, description="Weight of the general reward once it is switched on.")
+    last_steps: int = Field(
+        400, ge=0, description="Apply the general reward only in the last N steps (R1: last 400 of 1,700)."
+    )
+
+
+class RlStage(Strict):
+    rewards: dict[str, float] = Field(
+        default_factory=lambda: {"accuracy": 1.0, "format": 1.0, "language_consistency": 1.0},
+        description="Rule rewards and their weights: accuracy, format, language_consistency.",
+    )
+    trl: dict[str, Any] = Field(default_factory=dict, description="TRL GRPOConfig fields (checked against TRL).")
+
+    @field_validator("rewards")
+    @classmethod
+    def _known_rewards(cls, rewards: dict[str, float]) -> dict[str, float]:
+        for name in rewards:
+            if name not in REWARD_NAMES:
+                raise ValueError(f"unknown reward '{name}'; choose from {', '.join(REWARD_NAMES)}")
+        return rewards
+
+
+class FinalRlStage(RlStage):
+    general_reward: GeneralReward = Field(default_factory=GeneralReward, description="Helpfulness/preference reward.")
+    general_prompt_ratio: float = Field(0.1, ge=0, lt=1, description="Share of non-reasoning prompts in final RL.")
+
+
+class RejectionSamplingStage(SamplingConfig):
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature for candidates.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling for candidates.")
+    num_prompts: int | None = Field(None, ge=1, description="Prompts of the RL pool to sample (None: all).")
+    min_language_consistency: float = Field(0.95, ge=0, le=1, description="Drop reasoning mixing languages below this.")
+    max_paragraph_chars: int = Field(2000, ge=1, description="Drop reasoning with a paragraph longer than this.")
+    drop_code_blocks: bool = Field(True, description="Drop reasoning that contains ``` code blocks.")
+
+
+class Recipe(Strict):
+    name: str = Field("tiny-r1", description="Pipeline name (MLflow experiment and Prefect run names).")
+    seed: int = Field(0, description="Seed of data generation and every stage.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="Base model and registry name.")
+    data: DataConfig = Field(default_factory=DataConfig, description="Verifiable tasks and splits.")
+    evaluation: EvalConfig = Field(default_factory=EvalConfig, description="pass@1 / cons@k on the held-out split.")
+    cold_start_sft: SftStage = Field(default_factory=SftStage, description="Stage 1: cold-start SFT.")
+    reasoning_rl: RlStage = Field(default_factory=RlStage, description="Stage 2: reasoning-oriented GRPO.")
+    rejection_sampling: RejectionSamplingStage = Field(
+        default_factory=RejectionSamplingStage, description="Stage 3: sample, verify, filter."
+    )
+    supervised_merge: SupervisedMergeStage = Field(
+        default_factory=SupervisedMergeStage, description="Stage 4: SFT of the base on verified + non-reasoning data."
+    )
+    final_rl: FinalRlStage = Field(default_factory=FinalRlStage, description="Stage 5: GRPO over all scenarios.")
+    stage_timeout_s: int = Field(6 * 3600, ge=1, description="Kill a stage process running longer than this.")
+
+    @model_validator(mode="after")
+    def _sources_exist(self) -> Recipe:
+        from models.factory import source_problem
+
+        for where, source in (("model.base", self.model.base), ("final_rl.general_reward.model",
+                                                                 self.final_rl.general_reward.model)):
+            problem = source and source_problem(source)
+            if problem:
+                raise ValueError(f"{where}: {problem}")
+        return self
+
+    @model_validator(mode="after")
+    def _trl_knobs(self) -> Recipe:
+        from models.trl_knobs import check_knobs
+
+        check_knobs(self)
+        return self

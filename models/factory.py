@@ -1,0 +1,58 @@
+"""Load a model and its tokenizer from `builtin:<name>` (shipped in models/assets), a local folder or a hub id:
+one code path (`from_pretrained`) for the tiny default and for real recipes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ASSETS = Path(__file__).parent / "assets"
+
+
+def resolve_source(source: str) -> str:
+    """`builtin:tiny_base` -> the shipped folder; a path or hub id is returned unchanged."""
+    if source.startswith("builtin:"):
+        return str(ASSETS / source.removeprefix("builtin:"))
+    return source
+
+
+def source_problem(source: str) -> str | None:
+    """Why `source` cannot be a model (a builtin or local folder that is missing), or None if it can."""
+    resolved = resolve_source(source)
+    looks_local = source.startswith(("builtin:", "/", "./", "../", "~")) or Path(resolved).exists()
+    if looks_local and not (Path(resolved).expanduser() / "config.json").is_file():
+        return f"no model folder with a config.json at '{resolved}'; give a Hugging Face folder or a hub id"
+    return None
+
+
+def device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_tokenizer(source: str):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_source(source))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(source: str, dtype: str = "auto"):
+    """(model, tokenizer) from a builtin, a local folder or a hub id, on the GPU when there is one."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+    model = AutoModelForCausalLM.from_pretrained(resolve_source(source), dtype=torch_dtype).to(device())
+    return model, load_tokenizer(source)
+
+
+def precision_knobs(knobs: dict) -> dict:
+    """bf16 where the GPU supports it, fp32 on a CPU, unless the recipe chose (TRL defaults to bf16=True)."""
+    import torch
+
+    gpu_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return {"bf16": gpu_bf16, "use_cpu": not torch.cuda.is_available(), **knobs}

@@ -1,0 +1,119 @@
+"""Stages 2 and 5: GRPO with TRL's GRPOTrainer and rule rewards.
+
+reasoning_rl: from the cold-start model, verifiable prompts, rewards accuracy + format + language consistency.
+final_rl:     from the supervised_merge model, reasoning + general prompts, the same rewards plus a general
+              reward (a reward model through TRL, or a rule-based proxy) weighted only in the last N steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+import mlflow
+from transformers import TrainerCallback
+
+from models.config import RlStage, SamplingConfig
+from models.data import build_splits, load_rows
+from models.factory import load_model, precision_knobs, resolve_source
+from models.generation import sample
+from models.records import local_path
+from models.rewards import REWARDS, general_quality_reward
+from models.stage_io import StageSpec, scratch_dir
+from models.tracking import log_curve_png
+from models.trl_knobs import resolved_knobs
+
+log = logging.getLogger(__name__)
+
+
+class GeneralRewardSchedule(TrainerCallback):
+    """Keeps the general reward's weight at 0 until the last `last_steps` optimizer steps (R1, stage 5)."""
+
+    def __init__(self, trainer, index: int, weight: float, last_steps: int):
+        self.trainer, self.index, self.weight, self.last_steps = trainer, index, weight, last_steps
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        on = state.global_step >= state.max_steps - self.last_steps
+        self.trainer.reward_weights[self.index] = self.weight if on else 0.0
+        if state.global_step % max(1, args.logging_steps) == 0:
+            mlflow.log_metric("general_reward/weight", self.trainer.reward_weights[self.index].item(),
+                              step=state.global_step)
+
+
+def reasoning_rows(spec: StageSpec) -> list[dict]:
+    recipe = spec.recipe
+    rl = build_splits(recipe.data, recipe.seed)["rl"]
+    return [{**p.row(), "language": recipe.data.language} for p in rl]
+
+
+def general_rows(source: str, language: str, count: int, seed: int) -> list[dict]:
+    """Non-reasoning prompts (nothing to verify: accuracy is None for them)."""
+    rows, rng = load_rows(source), random.Random(seed)
+    picked = [rng.choice(rows) for _ in range(count)] if rows else []
+    return [{"prompt": r["prompt"], "answer": None, "entry": None, "task": "general", "language": language}
+            for r in picked]
+
+
+def _log_samples(model, tokenizer, rows: list[dict], reward_funcs: list, temperature: float, seed: int) -> None:
+    """A table of completions from the trained policy with each rule reward (TRL logs these to wandb only)."""
+    rows = rows[:32]
+    cfg = SamplingConfig(num_samples=2, temperature=temperature, top_p=1.0, max_new_tokens=64)
+    completions = [c for group in sample(model, tokenizer, [r["prompt"] for r in rows], cfg, seed) for c in group]
+    repeated = [r for r in rows for _ in range(cfg.num_samples)]
+    columns = {"prompt": [str(r["prompt"]) for r in repeated], "completion": completions}
+    kwargs = {k: [r[k] for r in repeated] for k in ("answer", "entry", "language")}
+    for func in reward_funcs:
+        if callable(func):
+            columns[func.__name__] = func(completions=completions, **kwargs)
+    mlflow.log_table(columns, artifact_file="samples/completions.json")
+
+
+def train_grpo(spec: StageSpec, stage: RlStage, start: str, rows: list[dict], out: Path, general=None) -> dict:
+    """GRPO from `start` on `rows`; `general` = (reward function or model path, weight, last_steps) or None."""
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    recipe = spec.recipe
+    funcs = [REWARDS[name] for name in stage.rewards]
+    weights = list(stage.rewards.values())
+    if general:
+        funcs.append(general[0])
+        weights.append(0.0)
+    model, tokenizer = load_model(start, recipe.model.dtype)
+    knobs = resolved_knobs(spec.stage, stage.trl)
+    args = GRPOConfig(
+        output_dir=str(scratch_dir(out)), report_to=["mlflow"] if mlflow.active_run() else "none",
+        seed=recipe.seed, reward_weights=weights, **precision_knobs(knobs),
+    )
+    trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=Dataset.from_list(rows),
+                          processing_class=tokenizer)
+    if general:
+        trainer.add_callback(GeneralRewardSchedule(trainer, len(funcs) - 1, general[1], general[2]))
+    result = trainer.train()
+    trainer.save_model(str(out))
+    tokenizer.save_pretrained(str(out))
+    if mlflow.active_run():
+        reward_keys = ["reward"] + [k for k in trainer.state.log_history[0] if k.startswith("rewards/") and
+                                    k.endswith("/mean")]
+        log_curve_png(trainer.state.log_history, reward_keys, f"plots/{spec.stage}_reward_curve.png",
+                      f"{spec.stage}: rewards")
+        _log_samples(trainer.model, tokenizer, rows, funcs, args.temperature, recipe.seed)
+    return result.metrics
+
+
+def run_reasoning_rl(spec: StageSpec, out: Path) -> dict:
+    return train_grpo(spec, spec.recipe.reasoning_rl, spec.inputs["model"].uri, reasoning_rows(spec), out)
+
+
+def run_final_rl(spec: StageSpec, out: Path) -> dict:
+    recipe, stage = spec.recipe, spec.recipe.final_rl
+    reasoning = reasoning_rows(spec)
+    count = round(stage.general_prompt_ratio / (1 - stage.general_prompt_ratio) * len(reasoning))
+    rows = reasoning + general_rows(recipe.data.non_reasoning, recipe.data.language, count, recipe.seed)
+    random.Random(recipe.seed).shuffle(rows)
+    reward = resolve_source(stage.general_reward.model) if stage.general_reward.model else general_quality_reward
+    log.info("final_rl: %d prompts (%d general), general reward %s in the last %d steps", len(rows), count,
+             stage.general_reward.model or "general_quality_reward (rule proxy)", stage.general_reward.last_steps)
+    general = (reward, stage.general_reward.weight, stage.general_reward.last_steps)
+    return train_grpo(spec, stage, local_path(spec.inputs["model"].uri).as_posix(), rows, out, general)

@@ -1,0 +1,77 @@
+"""Stages 1 and 4: supervised fine-tuning with TRL's SFTTrainer on prompt/completion rows in R1's format.
+
+cold_start_sft:   base model + a few hundred long-CoT examples (R1: thousands), a few epochs.
+supervised_merge: the BASE model again (by default) + rejection-sampled reasoning data merged with
+                  non-reasoning data at the recipe's ratio.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from pathlib import Path
+
+import mlflow
+
+from models.data import build_splits, cold_start_rows, load_rows
+from models.factory import load_model, precision_knobs
+from models.records import local_path
+from models.stage_io import StageSpec, scratch_dir
+from models.trl_knobs import resolved_knobs
+
+log = logging.getLogger(__name__)
+
+
+def train_sft(model_source: str, dtype: str, rows: list[dict], knobs: dict, seed: int, out: Path) -> dict:
+    """Fine-tune on `rows` and save model + tokenizer to `out`; returns TRL's final training metrics."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    model, tokenizer = load_model(model_source, dtype)
+    args = SFTConfig(
+        output_dir=str(scratch_dir(out)), report_to=["mlflow"] if mlflow.active_run() else "none",
+        seed=seed, **precision_knobs(knobs),
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    result = trainer.train()
+    trainer.save_model(str(out))
+    tokenizer.save_pretrained(str(out))
+    return result.metrics
+
+
+def merged_rows(verified: list[dict], non_reasoning: list[dict], ratio: float, seed: int) -> list[dict]:
+    """Verified reasoning rows plus non-reasoning rows drawn (with replacement) to make up `ratio` of the set."""
+    rng = random.Random(seed)
+    wanted = round(ratio / (1 - ratio) * len(verified)) if verified else len(non_reasoning)
+    extra = [rng.choice(non_reasoning) for _ in range(wanted)] if non_reasoning else []
+    rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in verified + extra]
+    rng.shuffle(rows)
+    return rows
+
+
+def _log_dataset(rows: list[dict], name: str) -> None:
+    import pandas as pd
+
+    mlflow.log_input(mlflow.data.from_pandas(pd.DataFrame(rows), name=name), context="training")
+
+
+def run_cold_start(spec: StageSpec, out: Path) -> dict:
+    recipe = spec.recipe
+    rows = cold_start_rows(build_splits(recipe.data, recipe.seed)["cold_start"])
+    _log_dataset(rows, "cold_start")
+    knobs = resolved_knobs("cold_start_sft", recipe.cold_start_sft.trl)
+    return train_sft(spec.inputs["base"].uri, recipe.model.dtype, rows, knobs, recipe.seed, out)
+
+
+def run_supervised_merge(spec: StageSpec, out: Path) -> dict:
+    recipe, stage = spec.recipe, spec.recipe.supervised_merge
+    data_dir = local_path(spec.inputs["data"].uri)
+    verified = [json.loads(line) for line in (data_dir / "data.jsonl").read_text().splitlines() if line]
+    rows = merged_rows(verified, load_rows(recipe.data.non_reasoning), stage.non_reasoning_ratio, recipe.seed)
+    _log_dataset(rows, "supervised_merge")
+    mlflow.log_metrics({"data/reasoning_rows": len(verified), "data/total_rows": len(rows)})
+    start = spec.inputs["base" if stage.start_from == "base" else "start"].uri
+    log.info("supervised_merge: %d rows (%d verified reasoning), starting from %s", len(rows), len(verified), start)
+    knobs = resolved_knobs("supervised_merge", stage.trl)
+    return train_sft(start, recipe.model.dtype, rows, knobs, recipe.seed, out)

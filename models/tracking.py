@@ -1,0 +1,94 @@
+"""MLflow behind one small module: experiments, the run tree, params, plots, tables and the model registry."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from models.storage import mlflow_artifact_root, tracking_uri
+
+PACKAGES = ("torch", "transformers", "trl", "accelerate", "datasets", "tokenizers", "mlflow", "prefect",
+            "reasoning-gym", "math-verify", "pydantic")
+
+
+def client() -> MlflowClient:
+    mlflow.set_tracking_uri(tracking_uri())
+    return MlflowClient()
+
+
+def ensure_experiment(name: str) -> str:
+    """Experiment id of `name`, created with an explicit artifact location when the store is a local database."""
+    mlflow_client = client()
+    found = mlflow_client.get_experiment_by_name(name)
+    if found:
+        return found.experiment_id
+    location = None
+    if tracking_uri().startswith("sqlite:"):
+        location = (mlflow_artifact_root() / name).as_uri()
+    return mlflow_client.create_experiment(name, artifact_location=location)
+
+
+def start_child_run(experiment_id: str, parent_run_id: str, name: str, tags: dict[str, str]) -> str:
+    """A nested run under the pipeline's parent run; returns its id."""
+    run = client().create_run(
+        experiment_id, run_name=name, tags={"mlflow.parentRunId": parent_run_id, **tags}
+    )
+    return run.info.run_id
+
+
+def flat(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """{'a': {'b': 1}} -> {'a.b': '1'}: nested config as MLflow params."""
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flat(value, f"{name}."))
+        else:
+            out[name] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return out
+
+
+def log_params(config: dict[str, Any], prefix: str = "config.") -> None:
+    items = list(flat(config, prefix).items())
+    for i in range(0, len(items), 100):
+        mlflow.log_params(dict(items[i : i + 100]))
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+def log_curve_png(history: list[dict], keys: list[str], artifact: str, title: str) -> None:
+    """One PNG of the given step series from a trainer's log history."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key in keys:
+        points = [(h["step"], h[key]) for h in history if key in h]
+        if points:
+            ax.plot(*zip(*points, strict=True), label=key, marker=".")
+    ax.set(xlabel="step", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    mlflow.log_figure(fig, artifact)
+    plt.close(fig)
+
+
+def register_model(run_id: str, artifact_path: str, name: str, alias: str) -> str:
+    """Register the run's logged model under `name` and point `alias` at the new version; returns the version."""
+    version = mlflow.register_model(f"runs:/{run_id}/{artifact_path}", name)
+    client().set_registered_model_alias(name, alias, version.version)
+    return version.version

@@ -1,0 +1,97 @@
+"""TRL knobs of each training stage: the project's defaults, the recipe's values on top, checked against TRL.
+
+The defaults are the embedded tiny pipeline's (2 CPU cores; see ../shared/TINY_RL.md for why these values);
+real recipes override them (flows/recipes/). Keys the pipeline owns (where outputs and metrics go) are refused.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import typing
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+OWNED_BY_PIPELINE = {"output_dir", "report_to", "run_name", "logging_dir", "push_to_hub", "hub_model_id"}
+
+SFT_DEFAULTS: dict[str, Any] = {
+    "num_train_epochs": 3,
+    "learning_rate": 2e-3,
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 0.05,  # a float below 1 is a share of the steps
+    "per_device_train_batch_size": 32,
+    "max_length": 128,
+    "logging_steps": 5,
+    "gradient_checkpointing": False,
+    "save_strategy": "no",
+}
+GRPO_DEFAULTS: dict[str, Any] = {
+    "learning_rate": 1e-4,
+    "lr_scheduler_type": "constant",
+    "per_device_train_batch_size": 64,  # completions per step: 4 prompts x 16 samples
+    "num_generations": 16,
+    "max_completion_length": 40,
+    "max_steps": 100,
+    "temperature": 1.0,
+    "beta": 0.0,
+    "loss_type": "grpo",
+    "scale_rewards": "group",
+    "logging_steps": 5,
+    "gradient_checkpointing": False,
+    "save_strategy": "no",
+    "log_completions": False,
+}
+STAGE_TRAINER = {
+    "cold_start_sft": "sft",
+    "supervised_merge": "sft",
+    "reasoning_rl": "grpo",
+    "final_rl": "grpo",
+}
+FINAL_RL_DEFAULTS = {"temperature": 0.7, "max_steps": 60}
+SUPERVISED_MERGE_DEFAULTS = {"num_train_epochs": 2}
+
+
+@functools.cache
+def _trl_fields(kind: str) -> dict[str, Any]:
+    """Field name -> type of TRL's SFTConfig or GRPOConfig (imports only TRL's config modules)."""
+    if kind == "sft":
+        from trl import SFTConfig as cls
+    else:
+        from trl import GRPOConfig as cls
+    return typing.get_type_hints(cls)
+
+
+def resolved_knobs(stage: str, user_knobs: dict[str, Any]) -> dict[str, Any]:
+    """The TRL knobs a stage runs with: project defaults, then stage defaults, then the recipe's values."""
+    base = dict(SFT_DEFAULTS if STAGE_TRAINER[stage] == "sft" else GRPO_DEFAULTS)
+    base.update({"final_rl": FINAL_RL_DEFAULTS, "supervised_merge": SUPERVISED_MERGE_DEFAULTS}.get(stage, {}))
+    return {**base, **user_knobs}
+
+
+def _check_one(stage: str, knobs: dict[str, Any]) -> None:
+    kind = STAGE_TRAINER[stage]
+    fields = _trl_fields(kind)
+    cls_name = "SFTConfig" if kind == "sft" else "GRPOConfig"
+    for key, value in knobs.items():
+        where = f"{stage}.trl.{key}"
+        if key == "reward_weights":
+            raise ValueError(f"{where}: set reward weights in {stage}.rewards (name: weight) instead")
+        if key in OWNED_BY_PIPELINE:
+            raise ValueError(f"{where}: set by the pipeline, remove it from the recipe")
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; see TRL's {cls_name} for valid fields"
+            raise ValueError(f"{where}: TRL {cls_name} has no field '{key}'{hint}")
+        try:
+            TypeAdapter(fields[key]).validate_python(value, strict=False)
+        except ValidationError as err:
+            raise ValueError(f"{where}: expected {fields[key]}, got {value!r} ({err.errors()[0]['msg']})") from None
+
+
+def check_knobs(recipe: Any) -> None:
+    """Raise ValueError naming `<stage>.trl.<key>` and the fix for the first unknown or ill-typed TRL knob."""
+    for stage in STAGE_TRAINER:
+        user = getattr(recipe, stage).trl
+        _check_one(stage, user)  # the recipe's own keys first: their errors name what the user wrote
+        _check_one(stage, resolved_knobs(stage, user))

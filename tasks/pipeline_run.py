@@ -1,0 +1,54 @@
+"""The pipeline's parent MLflow run: opened when a flow run starts, closed (FINISHED / FAILED) when it ends.
+Stages that came from the cache are linked into the new run tree (a `cached=true` child with the origin's
+evaluation metrics), not trained or logged again."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+from pydantic import BaseModel, ConfigDict
+
+from models.config import Recipe
+from models.records import Artifact
+from models.tracking import client, ensure_experiment, package_versions, start_child_run
+
+
+class PipelineRun(BaseModel):
+    """Where a pipeline run logs: its MLflow experiment and parent run (not part of any cache key)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    experiment_id: str
+    parent_run_id: str
+    flow_run_name: str
+
+
+def open_pipeline_run(recipe: Recipe, flow_run_name: str, flow_run_id: str) -> PipelineRun:
+    experiment_id = ensure_experiment(recipe.name)
+    run = client().create_run(experiment_id, run_name=f"pipeline-{flow_run_name}",
+                              tags={"pipeline": recipe.name, "prefect.flow_run_id": flow_run_id})
+    run_id = run.info.run_id
+    mlflow_client = client()
+    mlflow_client.log_dict(run_id, recipe.model_dump(), "recipe/resolved_recipe.json")
+    mlflow_client.log_dict(run_id, package_versions(), "environment/package_versions.json")
+    mlflow_client.log_param(run_id, "recipe", json.dumps(recipe.model_dump())[:6000])
+    return PipelineRun(experiment_id=experiment_id, parent_run_id=run_id, flow_run_name=flow_run_name)
+
+
+def close_pipeline_run(pipeline: PipelineRun, status: str) -> None:
+    client().set_terminated(pipeline.parent_run_id, status)
+
+
+def link_if_cached(pipeline: PipelineRun, stage: str, record: Artifact) -> str:
+    """The run id that holds `stage`'s results in this run tree: its own run, or a new link to a cached one."""
+    mlflow_client = client()
+    origin = mlflow_client.get_run(record.mlflow_run_id)
+    if origin.data.tags.get("mlflow.parentRunId") == pipeline.parent_run_id:
+        return origin.info.run_id
+    run_id = start_child_run(pipeline.experiment_id, pipeline.parent_run_id, stage,
+                             {"stage": stage, "cached": "true", "origin_run_id": origin.info.run_id})
+    for key, value in origin.data.metrics.items():
+        if key.startswith(("eval/", "rejection/")):
+            mlflow_client.log_metric(run_id, key, value)
+    mlflow_client.set_terminated(run_id, "FINISHED")
+    return run_id

@@ -1,0 +1,64 @@
+"""Prefect tasks of the five stages (and evaluation): bind the recipe and input records, open the stage's nested
+MLflow run, run the stage in its own process, return a small record (URI + fingerprint).
+
+Cache: a task's result is reused when its stage's resolved config, its inputs' fingerprints and the code of the
+stage are unchanged (tasks/caching.py); results persist in Prefect's local storage under the state folder. A
+cached result whose output folder has gone is recomputed (the flow refreshes it).
+"""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+
+from models.config import STAGES, Recipe
+from models.records import Artifact
+from models.stage_io import StageSpec
+from models.storage import artifacts_root
+from models.tracking import client, start_child_run
+from tasks.caching import stage_key, task_cache_key
+from tasks.launch import launch
+from tasks.pipeline_run import PipelineRun
+
+
+def _run_in_process(stage: str, recipe: Recipe, inputs: dict[str, Artifact], run_id: str | None) -> Artifact:
+    logger = get_run_logger()
+    key = stage_key(stage, recipe, inputs)
+    output = artifacts_root() / recipe.name / stage / key
+    spec = StageSpec(stage=stage, recipe=recipe, inputs=inputs, output=str(output), mlflow_run_id=run_id)
+    mlflow_client = client()
+    try:
+        record, lines = launch(spec, logger.info, recipe.stage_timeout_s)
+    except BaseException:
+        if run_id:
+            mlflow_client.set_terminated(run_id, "FAILED")
+        raise
+    if run_id:
+        mlflow_client.log_text(run_id, "\n".join(lines), f"logs/{stage}.log")
+    return record
+
+
+@task(cache_key_fn=task_cache_key, persist_result=True, retries=0, log_prints=True)
+def run_stage(stage: str, recipe: Recipe, inputs: dict[str, Artifact], pipeline: PipelineRun) -> Artifact:
+    """Train (or sample, for rejection_sampling) one stage; cache invalidated by its config, inputs or code."""
+    run_id = start_child_run(pipeline.experiment_id, pipeline.parent_run_id, stage,
+                             {"stage": stage, "pipeline": recipe.name, "stage_key": stage_key(stage, recipe, inputs)})
+    return _run_in_process(stage, recipe, inputs, run_id)
+
+
+@task(cache_key_fn=task_cache_key, persist_result=True, retries=1, log_prints=True)
+def evaluate(stage: str, recipe: Recipe, inputs: dict[str, Artifact], pipeline: PipelineRun) -> Artifact:
+    """pass@1 / cons@k of inputs['model'] on the held-out split, logged into the run of the stage that made it
+    (the base model gets a `base_model` run). Cache invalidated by the model's fingerprint or the eval config."""
+    model = inputs["model"]
+    run_id = model.mlflow_run_id or start_child_run(
+        pipeline.experiment_id, pipeline.parent_run_id, "base_model", {"stage": "base_model", "pipeline": recipe.name}
+    )
+    return _run_in_process(stage, recipe, inputs, run_id)
+
+
+STAGE_TASKS = {name: run_stage.with_options(name=name, task_run_name=name) for name in STAGES}
+
+
+def evaluation_of(stage: str):
+    """The evaluate task, named after the stage whose model it scores."""
+    return evaluate.with_options(task_run_name=f"evaluate-{stage}")
