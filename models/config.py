@@ -35,16 +35,22 @@ class DataConfig(Strict):
     )
     heldout_permille: int = Field(100, ge=1, le=500, description="Share (per mille) of problem keys held out for eval.")
     eval_size: int = Field(300, ge=10, description="Held-out evaluation prompts (same set for every stage).")
-    cold_start_size: int = Field(300, ge=1, description="Cold-start long-CoT examples (R1: thousands).")
+    cold_start_size: int = Field(1000, ge=1, description="Cold-start long-CoT examples (R1: thousands).")
     rl_pool_size: int = Field(2000, ge=1, description="Prompts for the RL stages and rejection sampling.")
+    cold_start: str | None = Field(
+        None, description="Cold-start rows (prompt/completion): builtin:<name>, .jsonl path or hub id; None: "
+        "worked solutions made from the task (chain_sum only).",
+    )
     non_reasoning: str = Field(
         "builtin:non_reasoning", description="Non-reasoning prompt/completion rows: builtin:<name>, .jsonl path or hub id."
     )
     language: Literal["en", "zh"] = Field("en", description="Target language of the reasoning (language reward).")
 
-    @field_validator("non_reasoning")
+    @field_validator("non_reasoning", "cold_start")
     @classmethod
-    def _non_reasoning_exists(cls, source: str) -> str:
+    def _rows_exist(cls, source: str | None) -> str | None:
+        if source is None:
+            return None
         from pathlib import Path
 
         from models.data import ASSETS
@@ -73,6 +79,9 @@ class DataConfig(Strict):
         unknown = sorted(set(self.task_config) - known)
         if unknown:
             raise ValueError(f"task_config: '{unknown[0]}' is not a {self.task} option; valid: {', '.join(sorted(known))}")
+        if self.cold_start is None and self.task != "chain_sum":
+            raise ValueError(f"cold_start: give cold-start rows for task '{self.task}' (worked solutions are "
+                             "generated for chain_sum only)")
         return self
 
 
@@ -107,7 +116,7 @@ class GeneralReward(Strict):
     )
     weight: float = Field(1.0, ge=0, description="Weight of the general reward once it is switched on.")
     last_steps: int = Field(
-        400, ge=0, description="Apply the general reward only in the last N steps (R1: last 400 of 1,700)."
+        40, ge=0, description="Apply the general reward only in the last N steps (R1: last 400 of 1,700)."
     )
 
 

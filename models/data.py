@@ -79,7 +79,8 @@ def _generate(cfg: DataConfig, seed: int, count: int, heldout: bool, exclude: se
 
     entries: list[dict] = []
     seen = set(exclude)
-    size = 20 * count + 100  # enough for a 10% held-out bucket in one draw
+    share = cfg.heldout_permille / 1000 if heldout else 1 - cfg.heldout_permille / 1000
+    size = int(1.5 * count / share) + 100  # enough draws for the bucket in one go, most of the time
     for attempt in range(8):
         # reasoning-gym seeds item i with seed + i: space the draws so they never share item seeds
         batch = reasoning_gym.create_dataset(cfg.task, seed=(seed * 8 + attempt) * 10**7, size=size, **cfg.task_config)

@@ -58,7 +58,10 @@ def _log_dataset(rows: list[dict], name: str) -> None:
 
 def run_cold_start(spec: StageSpec, out: Path) -> dict:
     recipe = spec.recipe
-    rows = cold_start_rows(build_splits(recipe.data, recipe.seed)["cold_start"])
+    if recipe.data.cold_start:
+        rows = load_rows(recipe.data.cold_start)
+    else:
+        rows = cold_start_rows(build_splits(recipe.data, recipe.seed)["cold_start"])
     _log_dataset(rows, "cold_start")
     knobs = resolved_knobs("cold_start_sft", recipe.cold_start_sft.trl)
     return train_sft(spec.inputs["base"].uri, recipe.model.dtype, rows, knobs, recipe.seed, out)

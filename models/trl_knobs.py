@@ -16,11 +16,11 @@ from pydantic import TypeAdapter, ValidationError
 OWNED_BY_PIPELINE = {"output_dir", "report_to", "run_name", "logging_dir", "push_to_hub", "hub_model_id"}
 
 SFT_DEFAULTS: dict[str, Any] = {
-    "num_train_epochs": 3,
+    "num_train_epochs": 2,
     "learning_rate": 2e-3,
     "lr_scheduler_type": "cosine",
     "warmup_steps": 0.05,  # a float below 1 is a share of the steps
-    "per_device_train_batch_size": 32,
+    "per_device_train_batch_size": 8,
     "max_length": 128,
     "logging_steps": 5,
     "gradient_checkpointing": False,
@@ -32,7 +32,7 @@ GRPO_DEFAULTS: dict[str, Any] = {
     "per_device_train_batch_size": 64,  # completions per step: 4 prompts x 16 samples
     "num_generations": 16,
     "max_completion_length": 40,
-    "max_steps": 100,
+    "max_steps": 300,
     "temperature": 1.0,
     "beta": 0.0,
     "loss_type": "grpo",
@@ -48,8 +48,8 @@ STAGE_TRAINER = {
     "reasoning_rl": "grpo",
     "final_rl": "grpo",
 }
-FINAL_RL_DEFAULTS = {"temperature": 0.7, "max_steps": 60}
-SUPERVISED_MERGE_DEFAULTS = {"num_train_epochs": 2}
+FINAL_RL_DEFAULTS: dict[str, Any] = {"temperature": 0.7, "max_steps": 150}
+SUPERVISED_MERGE_DEFAULTS: dict[str, Any] = {}
 
 
 @functools.cache
