@@ -36,7 +36,7 @@ class GeneralRewardSchedule(TrainerCallback):
     def on_step_begin(self, args, state, control, **kwargs):
         on = state.global_step >= state.max_steps - self.last_steps
         self.trainer.reward_weights[self.index] = self.weight if on else 0.0
-        if state.global_step % max(1, args.logging_steps) == 0:
+        if mlflow.active_run() and state.global_step % max(1, args.logging_steps) == 0:
             mlflow.log_metric("general_reward/weight", self.trainer.reward_weights[self.index].item(),
                               step=state.global_step)
 
@@ -56,7 +56,8 @@ def general_rows(source: str, language: str, count: int, seed: int) -> list[dict
 
 
 def _log_samples(model, tokenizer, rows: list[dict], reward_funcs: list, temperature: float, seed: int) -> None:
-    """A table of completions from the trained policy with each rule reward (TRL logs these to wandb only)."""
+    """A table of completions from the trained policy with each rule reward (TRL logs these to wandb only);
+    `reward_funcs` are plain functions (reward models are scored inside TRL only)."""
     rows = rows[:32]
     cfg = SamplingConfig(num_samples=2, temperature=temperature, top_p=1.0, max_new_tokens=64)
     completions = [c for group in sample(model, tokenizer, [r["prompt"] for r in rows], cfg, seed) for c in group]
@@ -64,8 +65,7 @@ def _log_samples(model, tokenizer, rows: list[dict], reward_funcs: list, tempera
     columns = {"prompt": [str(r["prompt"]) for r in repeated], "completion": completions}
     kwargs = {k: [r[k] for r in repeated] for k in ("answer", "entry", "language")}
     for func in reward_funcs:
-        if callable(func):
-            columns[func.__name__] = func(completions=completions, **kwargs)
+        columns[func.__name__] = func(completions=completions, **kwargs)
     mlflow.log_table(columns, artifact_file="samples/completions.json")
 
 
@@ -80,6 +80,7 @@ def train_grpo(spec: StageSpec, stage: RlStage, start: str, rows: list[dict], ou
     if general:
         funcs.append(general[0])
         weights.append(0.0)
+    rule_funcs = [f for f in funcs if callable(f)]  # before TRL swaps model paths for models in `funcs`
     model, tokenizer = load_model(start, recipe.model.dtype)
     knobs = resolved_knobs(spec.stage, stage.trl)
     args = GRPOConfig(
@@ -98,7 +99,7 @@ def train_grpo(spec: StageSpec, stage: RlStage, start: str, rows: list[dict], ou
                                     k.endswith("/mean")]
         log_curve_png(trainer.state.log_history, reward_keys, f"plots/{spec.stage}_reward_curve.png",
                       f"{spec.stage}: rewards")
-        _log_samples(trainer.model, tokenizer, rows, funcs, args.temperature, recipe.seed)
+        _log_samples(trainer.model, tokenizer, rows, rule_funcs, args.temperature, recipe.seed)
     return result.metrics
 
 

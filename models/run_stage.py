@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -57,21 +58,27 @@ def _tracked(spec):
 
 def run(spec: StageSpec) -> Artifact:
     from models.records import local_path, partial_dir, publish
-    from models.stage_io import OUTPUT_KIND, stage_config
+    from models.stage_io import OUTPUT_KIND, scratch_dir, stage_config
     from models.tracking import log_params, package_versions
 
     final = local_path(spec.output)
     work = partial_dir(final)
-    with _tracked(spec) as run_:
-        if run_ and spec.stage != "evaluate":
-            import mlflow
+    try:
+        with _tracked(spec) as run_:
+            if run_ and spec.stage != "evaluate":
+                import mlflow
 
-            log_params(stage_config(spec.recipe, spec.stage))
-            mlflow.log_dict(spec.recipe.model_dump(), "recipe/resolved_recipe.json")
-            mlflow.log_dict(package_versions(), "environment/package_versions.json")
-        _runner(spec.stage)(spec, work)
+                log_params(stage_config(spec.recipe, spec.stage))
+                mlflow.log_dict(spec.recipe.model_dump(), "recipe/resolved_recipe.json")
+                mlflow.log_dict(package_versions(), "environment/package_versions.json")
+            _runner(spec.stage)(spec, work)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     meta = {"stage": spec.stage, "kind": OUTPUT_KIND[spec.stage], "mlflow_run_id": spec.mlflow_run_id}
-    return publish(work, final, meta)
+    record = publish(work, final, meta)
+    shutil.rmtree(scratch_dir(final), ignore_errors=True)
+    return record
 
 
 def main() -> None:

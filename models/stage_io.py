@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +51,6 @@ def stage_config(recipe: Recipe, stage: str) -> dict[str, Any]:
 
 
 def scratch_dir(out: Path) -> Path:
-    """Trainer scratch space (checkpoints) beside an output folder, never inside it."""
-    scratch = out.parent / (out.name.removesuffix(".partial") + ".trainer")
-    shutil.rmtree(scratch, ignore_errors=True)
-    return scratch
+    """Trainer scratch space (checkpoints) beside an output folder, never inside it; removed once the stage
+    succeeded, kept after a failure (its checkpoints are what a resume needs)."""
+    return out.parent / (out.name.removesuffix(".partial") + ".trainer")

@@ -1,0 +1,46 @@
+# One vocabulary for people and CI. Everything runs inside .venv, created on first use.
+PYTHON ?= python3
+TORCH_VERSION ?= 2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+RECIPE ?=
+OVERRIDES ?=
+STATE ?= .state
+
+.PHONY: demo run test test-fast quality base-model ui-prefect ui-mlflow clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first and pinned: a CPU machine takes its local CPU wheel; a range would pull a 5 GB CUDA build
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "torch==$(TORCH_VERSION)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+demo: $(BIN)/.installed  ## run the whole pipeline on the embedded tiny default
+	R1_STATE_DIR=$(STATE) $(BIN)/python -m flows.cli
+
+run: $(BIN)/.installed  ## make run RECIPE=flows/recipes/tiny.yaml OVERRIDES="final_rl.trl.max_steps=80"
+	R1_STATE_DIR=$(STATE) $(BIN)/python -m flows.cli $(if $(RECIPE),--recipe $(RECIPE)) $(OVERRIDES)
+
+test: $(BIN)/.installed  ## the whole test suite (CPU), end-to-end flow tests included
+	$(BIN)/python -m pytest -q
+
+test-fast: $(BIN)/.installed  ## unit tests only
+	$(BIN)/python -m pytest -q -m "not slow"
+
+quality: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+base-model: $(BIN)/.installed  ## rebuild models/assets/tiny_base (about 2-5 minutes on 2 CPU cores)
+	$(BIN)/python -m models.tiny_base --out models/assets/tiny_base
+
+ui-prefect: $(BIN)/.installed
+	PREFECT_HOME=$(abspath $(STATE))/prefect $(BIN)/prefect server start
+
+ui-mlflow: $(BIN)/.installed
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(STATE))/mlflow.db
+
+clean:  ## remove the local state (runs, artifacts, caches); keeps the environment
+	rm -rf $(STATE)
