@@ -178,6 +178,13 @@ class Recipe(Strict):
                 raise ValueError(f"{where}: {problem}")
         return self
 
+    @model_validator(mode="before")
+    @classmethod
+    def _coerce_trl_knobs(cls, data: Any) -> Any:
+        from models.trl_knobs import coerce_recipe_knobs
+
+        return coerce_recipe_knobs(data)
+
     @model_validator(mode="after")
     def _trl_knobs(self) -> Recipe:
         from models.trl_knobs import check_knobs

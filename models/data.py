@@ -23,7 +23,7 @@ R1_SYSTEM_PROMPT = (
     "then gives the answer, as <think> reasoning process here </think><answer> answer here </answer>."
 )
 ASSETS = Path(__file__).parent / "assets"
-_TERM = re.compile(r"([+-]?)\s*(\d+)")
+_TERM = re.compile(r"([+-]?)\s*(-?\d+)")  # operator, then a possibly negative number
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,10 @@ def apply_override(tree: dict[str, Any], assignment: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise RecipeError(f"override '{assignment}': '{part}' is not a section")
-    node[leaf] = yaml.safe_load(raw)
+    try:
+        node[leaf] = yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise RecipeError(f"override '{assignment}': the value is not valid YAML ({err.problem})") from None
 
 
 def _one_line(err: ValidationError) -> str:

@@ -37,7 +37,7 @@ def fingerprint_dir(folder: Path) -> str:
     """sha256 over the relative paths and contents of every file in `folder` (the stamp excluded)."""
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in (STAMP, "build_info.json")):
-        digest.update(str(path.relative_to(folder)).encode())
+        digest.update(f"{path.relative_to(folder)}\0{path.stat().st_size}\0".encode())
         with path.open("rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)

@@ -69,10 +69,13 @@ def resolved_knobs(stage: str, user_knobs: dict[str, Any]) -> dict[str, Any]:
     return {**base, **user_knobs}
 
 
-def _check_one(stage: str, knobs: dict[str, Any]) -> None:
+def coerce_knobs(stage: str, knobs: dict[str, Any]) -> dict[str, Any]:
+    """The knobs with values converted to TRL's field types (YAML reads `1e-4` as a string); raises ValueError
+    naming `<stage>.trl.<key>` and the fix for the first unknown, owned or ill-typed knob."""
     kind = STAGE_TRAINER[stage]
     fields = _trl_fields(kind)
     cls_name = "SFTConfig" if kind == "sft" else "GRPOConfig"
+    coerced = {}
     for key, value in knobs.items():
         where = f"{stage}.trl.{key}"
         if key == "reward_weights":
@@ -84,14 +87,25 @@ def _check_one(stage: str, knobs: dict[str, Any]) -> None:
             hint = f"; did you mean '{close[0]}'?" if close else f"; see TRL's {cls_name} for valid fields"
             raise ValueError(f"{where}: TRL {cls_name} has no field '{key}'{hint}")
         try:
-            TypeAdapter(fields[key]).validate_python(value, strict=False)
+            coerced[key] = TypeAdapter(fields[key]).validate_python(value, strict=False)
         except ValidationError as err:
             raise ValueError(f"{where}: expected {fields[key]}, got {value!r} ({err.errors()[0]['msg']})") from None
+    return coerced
+
+
+def coerce_recipe_knobs(tree: Any) -> Any:
+    """A raw recipe mapping with every stage's `trl` dict coerced (pydantic 'before' validator)."""
+    if not isinstance(tree, dict):
+        return tree
+    tree = dict(tree)
+    for stage in STAGE_TRAINER:
+        section = tree.get(stage)
+        if isinstance(section, dict) and isinstance(section.get("trl"), dict):
+            tree[stage] = {**section, "trl": coerce_knobs(stage, section["trl"])}
+    return tree
 
 
 def check_knobs(recipe: Any) -> None:
-    """Raise ValueError naming `<stage>.trl.<key>` and the fix for the first unknown or ill-typed TRL knob."""
+    """The project's defaults merged with the recipe's knobs must be valid too."""
     for stage in STAGE_TRAINER:
-        user = getattr(recipe, stage).trl
-        _check_one(stage, user)  # the recipe's own keys first: their errors name what the user wrote
-        _check_one(stage, resolved_knobs(stage, user))
+        coerce_knobs(stage, resolved_knobs(stage, getattr(recipe, stage).trl))

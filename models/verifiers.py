@@ -11,7 +11,8 @@ import json
 import re
 from dataclasses import dataclass
 
-R1_FORMAT = re.compile(r"^\s*<think>(?P<think>.+?)</think>\s*<answer>(?P<answer>.+?)</answer>\s*$", re.DOTALL)
+_NO_TAG = r"(?:(?!</?(?:think|answer)>).)+"  # text that contains none of R1's tags
+R1_FORMAT = re.compile(rf"^\s*<think>(?P<think>{_NO_TAG})</think>\s*<answer>(?P<answer>{_NO_TAG})</answer>\s*$", re.DOTALL)
 _WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
 _SCRIPTS = {
     "en": lambda ch: ch.isascii(),

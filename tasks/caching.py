@@ -33,19 +33,24 @@ def _imports(module: str) -> set[str]:
     tree = ast.parse((MODELS_DIR / f"{module}.py").read_text())
     found = set()
     for node in ast.walk(tree):
-        names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
-            [a.name for a in node.names] if isinstance(node, ast.Import) else []
-        found |= {n.split(".")[1] for n in names if n.startswith("models.")}
+        if isinstance(node, ast.ImportFrom) and node.module == "models":  # from models import sft
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("models."):
+            found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("models.")}
     return found
 
 
 @functools.cache
 def code_version(stage: str) -> str:
-    """Hash of the stage's entry module, run_stage.py, and everything they import from models/."""
+    """Hash of the stage's entry module, run_stage.py, and everything they import from models/ (run_stage's
+    imports of the other stages' entry modules excepted)."""
+    other_entries = set(ENTRY_MODULE.values()) - {ENTRY_MODULE[stage]}
     todo, seen = [ENTRY_MODULE[stage], "run_stage"], set()
     while todo:
         module = todo.pop()
-        if module not in seen and (MODELS_DIR / f"{module}.py").exists():
+        if module not in seen and module not in other_entries and (MODELS_DIR / f"{module}.py").exists():
             seen.add(module)
             todo += _imports(module)
     digest = hashlib.sha256()

@@ -139,11 +139,6 @@ def test_worked_chain(expression, expected):
     assert worked_chain(expression) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="source bug: models/data.py _TERM drops the operator before a negative term ('- -9' reads as "
-    "'-9'), so chain_sum with allow_negation=True gets worked chains that end at the wrong value",
-)
 @pytest.mark.parametrize(("expression", "answer"), [("-1 + -8 - -9", "0"), ("3 + -8 - -7 + 8", "10")])
 def test_worked_chain_negated_terms(expression, answer):
     assert worked_chain(expression).rsplit("=", 1)[-1] == answer

@@ -1,4 +1,4 @@
-"""models/evaluate.py: pass@1, pass@k, majority vote, cons@k and the per-prompt rows, on hand-computed cases."""
+"""models/evaluate.py: pass@1, pass@k, majority vote, cons@k and per-prompt rows, on hand-computed cases."""
 
 from __future__ import annotations
 

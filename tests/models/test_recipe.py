@@ -113,11 +113,6 @@ def test_apply_override_bad_syntax(assignment):
     assert f"'{assignment}'" in str(caught.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="source bug: models/recipe.py apply_override lets yaml.YAMLError escape for a value that is not "
-    "valid YAML (e.g. 'seed=[1'), so the CLI dies with a traceback instead of one 'recipe error:' line",
-)
 @pytest.mark.parametrize("assignment", ["seed=[1", "data.task_config={min_terms: 3"])
 def test_apply_override_bad_yaml_value(assignment):
     with pytest.raises(RecipeError):
@@ -151,11 +146,6 @@ def test_load_recipe_bad_overrides(overrides, expected):
     assert expected in str(caught.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="source bug: models/trl_knobs.py validates TRL knobs with strict=False but keeps the raw value, so "
-    "'1e-4' (a string to PyYAML) passes the check and reaches TRL as a str (AdamW then fails at train time)",
-)
 def test_trl_knob_checked_value_is_the_one_kept():
     try:
         recipe = load_recipe(None, ["reasoning_rl.trl.learning_rate=1e-4"])

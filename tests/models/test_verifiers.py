@@ -84,20 +84,11 @@ DUPLICATED = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="source bug: R1_FORMAT's lazy groups may span '</answer><answer>' / '</think><think>', so "
-    "completions with several answer or think blocks parse as well-formed (models/verifiers.py:14)",
-)
 @pytest.mark.parametrize("completion", DUPLICATED)
 def test_parse_rejects_duplicated_blocks(completion):
     assert not parse(completion).well_formed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="source bug: a repeated answer block verifies against a math-verify gold (models/verifiers.py:14)",
-)
 def test_repeated_answer_blocks_are_not_correct():
     assert not is_correct("<think>x</think><answer>7</answer><answer>7</answer>", None, "7")
 

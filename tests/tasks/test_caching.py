@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from models.records import Artifact
 from models.recipe import load_recipe
+from models.records import Artifact
 from tasks.caching import ENTRY_MODULE, code_version, stage_key
 
 

@@ -1,0 +1,144 @@
+"""The whole R1 flow through Prefect (a real temporary API server) with MLflow on SQLite: the run tree, TRL's
+metric series, artifacts, the registered model, the summary artifact, and the cache on a second run."""
+
+from __future__ import annotations
+
+import pytest
+
+from models.config import STAGES
+from models.recipe import load_recipe
+
+pytestmark = pytest.mark.slow
+
+SMALL = [
+    "name=e2e", "model.registered_name=r1-e2e",
+    "data.eval_size=16", "data.cold_start_size=200", "data.rl_pool_size=32",
+    "evaluation.num_samples=2",
+    "reasoning_rl.trl.max_steps=4", "reasoning_rl.trl.num_generations=8",
+    "reasoning_rl.trl.per_device_train_batch_size=16", "reasoning_rl.trl.logging_steps=1",
+    "reasoning_rl.trl.beta=0.001",
+    "rejection_sampling.num_prompts=16",
+    "final_rl.trl.max_steps=4", "final_rl.trl.num_generations=8", "final_rl.trl.per_device_train_batch_size=16",
+    "final_rl.trl.logging_steps=1", "final_rl.general_reward.last_steps=2",
+]
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory, prefect_server):
+    """Environment of the runs: a state folder, MLflow on SQLite in it, Prefect results persisted in it."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+
+    folder = tmp_path_factory.mktemp("state")
+    with pytest.MonkeyPatch.context() as patch, temporary_settings({PREFECT_LOCAL_STORAGE_PATH: folder / "results"}):
+        patch.setenv("R1_STATE_DIR", str(folder))
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+        yield folder
+
+
+@pytest.fixture(scope="module")
+def first(state):
+    from flows.pipeline import r1_pipeline
+
+    return r1_pipeline(load_recipe(None, SMALL))
+
+
+@pytest.fixture(scope="module")
+def second(first):
+    from flows.pipeline import r1_pipeline
+
+    return r1_pipeline(load_recipe(None, SMALL))
+
+
+@pytest.fixture(scope="module")
+def third(second):
+    from flows.pipeline import r1_pipeline
+
+    return r1_pipeline(load_recipe(None, [*SMALL, "final_rl.trl.learning_rate=5e-5"]))
+
+
+def _children(parent_run_id: str, experiment_id: str) -> dict:
+    from models.tracking import client
+
+    runs = client().search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'")
+    return {run.data.tags["stage"]: run for run in runs}
+
+
+def test_run_tree_has_one_nested_run_per_stage(first):
+    from models.tracking import client
+
+    parent = client().get_run(first["parent_run_id"])
+    assert parent.info.status == "FINISHED"
+    children = _children(first["parent_run_id"], first["experiment_id"])
+    assert set(children) == {*STAGES, "base_model"}
+    assert {run.info.run_name for run in children.values()} == {*STAGES, "base_model"}
+    assert all(run.info.status == "FINISHED" for run in children.values())
+
+
+@pytest.mark.parametrize("stage", ["base_model", "cold_start_sft", "reasoning_rl", "supervised_merge", "final_rl"])
+def test_every_model_is_evaluated_in_its_stage_run(first, stage):
+    metrics = _children(first["parent_run_id"], first["experiment_id"])[stage].data.metrics
+    assert 0.0 <= metrics["eval/pass_at_1"] <= 1.0
+    assert 0.0 <= metrics["eval/cons_at_k"] <= 1.0
+    assert metrics["eval/heldout_overlap"] == 0.0
+
+
+@pytest.mark.parametrize("stage", ["reasoning_rl", "final_rl"])
+def test_rl_stages_log_trl_series_and_artifacts(first, stage):
+    from models.tracking import client
+
+    run = _children(first["parent_run_id"], first["experiment_id"])[stage]
+    mlflow_client = client()
+    for key in ("loss", "reward", "rewards/accuracy_reward/mean", "rewards/format_reward/mean",
+                "rewards/language_consistency_reward/mean", "entropy", "completions/mean_length",
+                "clip_ratio/region_mean"):
+        assert len(mlflow_client.get_metric_history(run.info.run_id, key)) >= 2, key
+    artifacts = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
+    assert {"plots", "samples", "recipe", "environment", "logs"} <= artifacts
+    assert run.data.params[f"config.{stage}.trl.num_generations"] == "8"
+
+
+def test_reasoning_rl_logs_kl_when_beta_is_set(first):
+    from models.tracking import client
+
+    run = _children(first["parent_run_id"], first["experiment_id"])["reasoning_rl"]
+    assert len(client().get_metric_history(run.info.run_id, "kl")) >= 2
+
+
+def test_datasets_are_logged_as_inputs(first):
+    children = _children(first["parent_run_id"], first["experiment_id"])
+    for stage in ("cold_start_sft", "supervised_merge", "rejection_sampling"):
+        assert children[stage].inputs.dataset_inputs, stage
+
+
+def test_final_model_is_registered_as_candidate(first):
+    from models.tracking import client
+
+    version = client().get_model_version_by_alias("r1-e2e", "candidate")
+    assert version.version == first["model_version"]
+    assert version.source.endswith("/model")
+
+
+def test_summary_artifact_and_parent_table(first):
+    from prefect.artifacts import Artifact
+
+    from models.tracking import client
+
+    artifact = Artifact.get("r1-pipeline-summary")
+    for stage in ("base_model", "cold_start_sft", "reasoning_rl", "supervised_merge", "final_rl"):
+        assert f"| {stage} |" in artifact.data
+    paths = {a.path for a in client().list_artifacts(first["parent_run_id"], "summary")}
+    assert {"summary/stages.json", "summary/summary.md"} <= paths
+
+
+def test_second_run_reuses_every_stage(first, second):
+    assert all(second["cached"][stage] for stage in STAGES)
+    assert second["model_version"] == first["model_version"]
+    children = _children(second["parent_run_id"], second["experiment_id"])
+    assert set(children) == {*STAGES, "base_model"}
+    assert all(run.data.tags.get("cached") == "true" for run in children.values())
+    assert children["final_rl"].data.metrics["eval/pass_at_1"] == \
+        _children(first["parent_run_id"], first["experiment_id"])["final_rl"].data.metrics["eval/pass_at_1"]
+
+
+def test_changing_final_rl_reruns_only_final_rl(third):
+    assert third["cached"] == {stage: stage != "final_rl" for stage in STAGES}
