@@ -35,7 +35,9 @@ def ui_help() -> str:
     if os.environ.get("PREFECT_API_URL"):
         lines.append(f"Prefect UI: {os.environ['PREFECT_API_URL'].removesuffix('/api')}")
     else:
-        lines.append(f"Prefect UI: PREFECT_HOME={prefect_home} .venv/bin/prefect server start   -> http://127.0.0.1:4200")
+        lines.append(
+            f"Prefect UI: PREFECT_HOME={prefect_home} .venv/bin/prefect server start   -> http://127.0.0.1:4200"
+        )
     if tracking_uri().startswith("sqlite:"):
         lines.append(f"MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {tracking_uri()}   -> http://127.0.0.1:5000")
     else:

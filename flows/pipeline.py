@@ -1,7 +1,7 @@
 """The DeepSeek-R1 recipe as one Prefect flow: five cached stages, each evaluated on the same held-out split.
 
-    make demo                                   # the embedded tiny default
-    make run RECIPE=flows/recipes/tiny.yaml OVERRIDES="final_rl.trl.max_steps=80"
+make demo                                   # the embedded tiny default
+make run RECIPE=flows/recipes/tiny.yaml OVERRIDES="final_rl.trl.max_steps=80"
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from models.config import Recipe
-from models.records import STAMP, Artifact, local_path
+from models.records import Artifact
 from tasks.inputs import base_model, non_reasoning_data
-from tasks.pipeline_run import PipelineRun, close_pipeline_run, link_if_cached, open_pipeline_run
+from tasks.pipeline_run import PipelineRun, close_pipeline_run, is_live, link_if_cached, open_pipeline_run
 from tasks.publish import register_model, summarize
 from tasks.stages import STAGE_TASKS, evaluation_of
 
@@ -30,8 +30,8 @@ class Tracker:
     def stage(self, name: str, **inputs: Artifact) -> Artifact:
         task = STAGE_TASKS[name]
         record = task(name, self.recipe, inputs, self.pipeline)
-        if not (local_path(record.uri) / STAMP).is_file():
-            get_run_logger().warning("%s: cached output %s is gone; recomputing", name, record.uri)
+        if not is_live(record):
+            get_run_logger().warning("%s: cached output %s or its MLflow run is gone; recomputing", name, record.uri)
             record = task.with_options(refresh_cache=True)(name, self.recipe, inputs, self.pipeline)
         self.runs[name] = link_if_cached(self.pipeline, name, record)
         self.cached[name] = self.runs[name] != record.mlflow_run_id
@@ -40,10 +40,14 @@ class Tracker:
         return record
 
     def evaluate(self, name: str, model: Artifact) -> None:
-        evaluation = evaluation_of(name)("evaluate", self.recipe, {"model": model}, self.pipeline)
+        task = evaluation_of(name)
+        evaluation = task("evaluate", self.recipe, {"model": model}, self.pipeline)
+        if not is_live(evaluation):
+            evaluation = task.with_options(refresh_cache=True)("evaluate", self.recipe, {"model": model}, self.pipeline)
         self.evaluations[name] = evaluation
         if name == "base_model":
             self.runs[name] = link_if_cached(self.pipeline, name, evaluation)
+            self.cached[name] = self.runs[name] != evaluation.mlflow_run_id
 
 
 @flow(name="r1-pipeline", log_prints=True)
@@ -62,8 +66,11 @@ def r1_pipeline(recipe: Recipe | None = None, mlflow_ui: str = "http://127.0.0.1
         # 3. rejection sampling: k samples per prompt from stage 2, keep the verified, readable ones
         verified = run.stage("rejection_sampling", model=reasoner)
         # 4. SFT of the BASE model on the verified data merged with non-reasoning data
-        start = {"base": base} if recipe.supervised_merge.start_from == "base" else \
-            {"start": {"cold_start_sft": cold, "reasoning_rl": reasoner}[recipe.supervised_merge.start_from]}
+        start = (
+            {"base": base}
+            if recipe.supervised_merge.start_from == "base"
+            else {"start": {"cold_start_sft": cold, "reasoning_rl": reasoner}[recipe.supervised_merge.start_from]}
+        )
         merged = run.stage("supervised_merge", data=verified, general=general_data, **start)
         # 5. RL for all scenarios: reasoning rewards + a general reward in the last steps
         final = run.stage("final_rl", model=merged, general=general_data)
@@ -73,5 +80,10 @@ def r1_pipeline(recipe: Recipe | None = None, mlflow_ui: str = "http://127.0.0.1
         close_pipeline_run(pipeline, "FAILED")
         raise
     close_pipeline_run(pipeline, "FINISHED")
-    return {"parent_run_id": pipeline.parent_run_id, "experiment_id": pipeline.experiment_id,
-            "model_version": version, "summary": summary, "cached": run.cached}
+    return {
+        "parent_run_id": pipeline.parent_run_id,
+        "experiment_id": pipeline.experiment_id,
+        "model_version": version,
+        "summary": summary,
+        "cached": run.cached,
+    }

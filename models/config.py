@@ -31,18 +31,21 @@ class DataConfig(Strict):
         description="Keyword arguments of the reasoning-gym dataset (checked against its config class).",
     )
     prompt_style: Literal["compact", "chat"] = Field(
-        "compact", description="compact: `Q:<expr>\\nA:` for tiny character models; chat: R1 system prompt + question."
+        "compact",
+        description="compact: `Q:<expr>\\nA:` for tiny character models; chat: R1 system prompt + question.",
     )
     heldout_permille: int = Field(100, ge=1, le=500, description="Share (per mille) of problem keys held out for eval.")
     eval_size: int = Field(300, ge=10, description="Held-out evaluation prompts (same set for every stage).")
     cold_start_size: int = Field(1000, ge=1, description="Cold-start long-CoT examples (R1: thousands).")
     rl_pool_size: int = Field(2000, ge=1, description="Prompts for the RL stages and rejection sampling.")
     cold_start: str | None = Field(
-        None, description="Cold-start rows (prompt/completion): builtin:<name>, .jsonl path or hub id; None: "
+        None,
+        description="Cold-start rows (prompt/completion): builtin:<name>, .jsonl path or hub id; None: "
         "worked solutions made from the task (chain_sum only).",
     )
     non_reasoning: str = Field(
-        "builtin:non_reasoning", description="Non-reasoning prompt/completion rows: builtin:<name>, .jsonl path or hub id."
+        "builtin:non_reasoning",
+        description="Non-reasoning prompt/completion rows: builtin:<name>, .jsonl path or hub id.",
     )
     language: Literal["en", "zh"] = Field("en", description="Target language of the reasoning (language reward).")
 
@@ -78,10 +81,14 @@ class DataConfig(Strict):
         known = {f.name for f in dataclasses.fields(DATASETS[self.task][1])} - {"seed", "size"}
         unknown = sorted(set(self.task_config) - known)
         if unknown:
-            raise ValueError(f"task_config: '{unknown[0]}' is not a {self.task} option; valid: {', '.join(sorted(known))}")
+            raise ValueError(
+                f"task_config: '{unknown[0]}' is not a {self.task} option; valid: {', '.join(sorted(known))}"
+            )
         if self.cold_start is None and self.task != "chain_sum":
-            raise ValueError(f"cold_start: give cold-start rows for task '{self.task}' (worked solutions are "
-                             "generated for chain_sum only)")
+            raise ValueError(
+                f"cold_start: give cold-start rows for task '{self.task}' (worked solutions are "
+                "generated for chain_sum only)"
+            )
         return self
 
 
@@ -112,7 +119,8 @@ class SupervisedMergeStage(SftStage):
 
 class GeneralReward(Strict):
     model: str | None = Field(
-        None, description="Reward model (hub id or local folder) scored through TRL; None: the rule-based proxy."
+        None,
+        description="Reward model (hub id or local folder) scored through TRL; None: the rule-based proxy.",
     )
     weight: float = Field(1.0, ge=0, description="Weight of the general reward once it is switched on.")
     last_steps: int = Field(
@@ -162,7 +170,8 @@ class Recipe(Strict):
         default_factory=RejectionSamplingStage, description="Stage 3: sample, verify, filter."
     )
     supervised_merge: SupervisedMergeStage = Field(
-        default_factory=SupervisedMergeStage, description="Stage 4: SFT of the base on verified + non-reasoning data."
+        default_factory=SupervisedMergeStage,
+        description="Stage 4: SFT of the base on verified + non-reasoning data.",
     )
     final_rl: FinalRlStage = Field(default_factory=FinalRlStage, description="Stage 5: GRPO over all scenarios.")
     stage_timeout_s: int = Field(6 * 3600, ge=1, description="Kill a stage process running longer than this.")
@@ -171,8 +180,10 @@ class Recipe(Strict):
     def _sources_exist(self) -> Recipe:
         from models.factory import source_problem
 
-        for where, source in (("model.base", self.model.base), ("final_rl.general_reward.model",
-                                                                 self.final_rl.general_reward.model)):
+        for where, source in (
+            ("model.base", self.model.base),
+            ("final_rl.general_reward.model", self.final_rl.general_reward.model),
+        ):
             problem = source and source_problem(source)
             if problem:
                 raise ValueError(f"{where}: {problem}")

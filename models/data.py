@@ -109,8 +109,10 @@ def build_splits(cfg: DataConfig, seed: int) -> dict[str, list[Problem]]:
     evaluation = _generate(cfg, seed, cfg.eval_size, heldout=True, exclude=set())
     cold = _generate(cfg, seed + 1, cfg.cold_start_size, heldout=False, exclude=set())
     rl = _generate(cfg, seed + 2, cfg.rl_pool_size, heldout=False, exclude={split_key(e) for e in cold})
-    return {name: [_problem(e, cfg) for e in entries] for name, entries in
-            (("eval", evaluation), ("cold_start", cold), ("rl", rl))}
+    return {
+        name: [_problem(e, cfg) for e in entries]
+        for name, entries in (("eval", evaluation), ("cold_start", cold), ("rl", rl))
+    }
 
 
 def overlap(heldout: list[Problem], *training: list[Problem]) -> int:

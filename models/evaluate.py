@@ -91,15 +91,23 @@ def run_evaluate(spec, out) -> dict:
     recipe = spec.recipe
     splits = build_splits(recipe.data, recipe.seed)
     model, tokenizer = load_model(spec.inputs["model"].uri, recipe.model.dtype)
-    metrics, rows = evaluate_model(model, tokenizer, splits["eval"], recipe.evaluation, recipe.seed,
-                                   recipe.data.language)
-    metrics["eval/heldout_overlap"] = float(overlap(splits["eval"], splits["cold_start"], splits["rl"]))
+    metrics, rows = evaluate_model(
+        model, tokenizer, splits["eval"], recipe.evaluation, recipe.seed, recipe.data.language
+    )
+    training = [splits["cold_start"], splits["rl"]]
+    if recipe.data.cold_start:
+        from models.data import load_rows
+
+        training.append([Problem(r["prompt"], "", "", "") for r in load_rows(recipe.data.cold_start)])
+    metrics["eval/heldout_overlap"] = float(overlap(splits["eval"], *training))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     with (out / "per_prompt.jsonl").open("w") as f:
         f.writelines(json.dumps(row) + "\n" for row in rows)
     if mlflow.active_run():
         mlflow.log_metrics(metrics)
-        table = {key: [json.dumps(r[key]) if isinstance(r[key], list) else r[key] for r in rows]
-                 for key in ("prompt", "answer", "samples", "verdicts", "voted", "voted_correct")}
+        table = {
+            key: [json.dumps(r[key]) if isinstance(r[key], list) else r[key] for r in rows]
+            for key in ("prompt", "answer", "samples", "verdicts", "voted", "voted_correct")
+        }
         mlflow.log_table(table, artifact_file="eval/per_prompt.json")
     return metrics

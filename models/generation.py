@@ -25,8 +25,13 @@ def sample(model, tokenizer, prompts: list, cfg: SamplingConfig, seed: int) -> l
         texts = [prompt_text(p, tokenizer) for p in prompts[start : start + cfg.batch_size]]
         batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         generated = model.generate(
-            **batch, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0,
-            max_new_tokens=cfg.max_new_tokens, num_return_sequences=cfg.num_samples,
+            **batch,
+            do_sample=True,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            top_k=0,
+            max_new_tokens=cfg.max_new_tokens,
+            num_return_sequences=cfg.num_samples,
             pad_token_id=tokenizer.pad_token_id,
         )
         completions = tokenizer.batch_decode(generated[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)

@@ -37,8 +37,11 @@ class GeneralRewardSchedule(TrainerCallback):
         on = state.global_step >= state.max_steps - self.last_steps
         self.trainer.reward_weights[self.index] = self.weight if on else 0.0
         if mlflow.active_run() and state.global_step % max(1, args.logging_steps) == 0:
-            mlflow.log_metric("general_reward/weight", self.trainer.reward_weights[self.index].item(),
-                              step=state.global_step)
+            mlflow.log_metric(
+                "general_reward/weight",
+                self.trainer.reward_weights[self.index].item(),
+                step=state.global_step,
+            )
 
 
 def reasoning_rows(spec: StageSpec) -> list[dict]:
@@ -51,8 +54,9 @@ def general_rows(source: str, language: str, count: int, seed: int) -> list[dict
     """Non-reasoning prompts (nothing to verify: accuracy is None for them)."""
     rows, rng = load_rows(source), random.Random(seed)
     picked = [rng.choice(rows) for _ in range(count)] if rows else []
-    return [{"prompt": r["prompt"], "answer": None, "entry": None, "task": "general", "language": language}
-            for r in picked]
+    return [
+        {"prompt": r["prompt"], "answer": None, "entry": None, "task": "general", "language": language} for r in picked
+    ]
 
 
 def _log_samples(model, tokenizer, rows: list[dict], reward_funcs: list, temperature: float, seed: int) -> None:
@@ -84,21 +88,39 @@ def train_grpo(spec: StageSpec, stage: RlStage, start: str, rows: list[dict], ou
     model, tokenizer = load_model(start, recipe.model.dtype)
     knobs = resolved_knobs(spec.stage, stage.trl)
     args = GRPOConfig(
-        output_dir=str(scratch_dir(out)), report_to=["mlflow"] if mlflow.active_run() else "none",
-        seed=recipe.seed, reward_weights=weights, **precision_knobs(knobs),
+        output_dir=str(scratch_dir(out)),
+        report_to=["mlflow"] if mlflow.active_run() else "none",
+        seed=recipe.seed,
+        reward_weights=weights,
+        **precision_knobs(knobs),
     )
-    trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=Dataset.from_list(rows),
-                          processing_class=tokenizer)
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=funcs,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+    )
+    if mlflow.active_run():
+        import pandas as pd
+
+        prompts = pd.DataFrame([{"prompt": str(r["prompt"]), "answer": r["answer"], "task": r["task"]} for r in rows])
+        mlflow.log_input(mlflow.data.from_pandas(prompts, name=f"{spec.stage}_prompts"), context="training")
     if general:
         trainer.add_callback(GeneralRewardSchedule(trainer, len(funcs) - 1, general[1], general[2]))
     result = trainer.train()
     trainer.save_model(str(out))
     tokenizer.save_pretrained(str(out))
     if mlflow.active_run():
-        reward_keys = ["reward"] + [k for k in trainer.state.log_history[0] if k.startswith("rewards/") and
-                                    k.endswith("/mean")]
-        log_curve_png(trainer.state.log_history, reward_keys, f"plots/{spec.stage}_reward_curve.png",
-                      f"{spec.stage}: rewards")
+        reward_keys = ["reward"] + [
+            k for k in trainer.state.log_history[0] if k.startswith("rewards/") and k.endswith("/mean")
+        ]
+        log_curve_png(
+            trainer.state.log_history,
+            reward_keys,
+            f"plots/{spec.stage}_reward_curve.png",
+            f"{spec.stage}: rewards",
+        )
         _log_samples(trainer.model, tokenizer, rows, rule_funcs, args.temperature, recipe.seed)
     return result.metrics
 
@@ -114,7 +136,12 @@ def run_final_rl(spec: StageSpec, out: Path) -> dict:
     rows = reasoning + general_rows(recipe.data.non_reasoning, recipe.data.language, count, recipe.seed)
     random.Random(recipe.seed).shuffle(rows)
     reward = resolve_source(stage.general_reward.model) if stage.general_reward.model else general_quality_reward
-    log.info("final_rl: %d prompts (%d general), general reward %s in the last %d steps", len(rows), count,
-             stage.general_reward.model or "general_quality_reward (rule proxy)", stage.general_reward.last_steps)
+    log.info(
+        "final_rl: %d prompts (%d general), general reward %s in the last %d steps",
+        len(rows),
+        count,
+        stage.general_reward.model or "general_quality_reward (rule proxy)",
+        stage.general_reward.last_steps,
+    )
     general = (reward, stage.general_reward.weight, stage.general_reward.last_steps)
     return train_grpo(spec, stage, local_path(spec.inputs["model"].uri).as_posix(), rows, out, general)

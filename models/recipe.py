@@ -1,6 +1,6 @@
 """Load a recipe: YAML file + `key=value` overrides -> validated Recipe, or one line that says what to fix.
 
-    python -m models.recipe flows/recipes/tiny.yaml reasoning_rl.trl.max_steps=50   # prints the resolved recipe
+python -m models.recipe flows/recipes/tiny.yaml reasoning_rl.trl.max_steps=50   # prints the resolved recipe
 """
 
 from __future__ import annotations

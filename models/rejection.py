@@ -55,9 +55,17 @@ def select(problems: list[Problem], samples: list[list[str]], cfg: RejectionSamp
             any_kept = True
         covered += any_kept
     sampled = sum(len(c) for c in samples)
-    stats = {"prompts": len(problems), "sampled": sampled, "kept": len(kept), "kept_ratio": len(kept) / max(1, sampled),
-             "prompts_covered": covered, **{f"dropped_{r}": dropped[r] for r in
-             ("incorrect", "mixed_language", "overlong_paragraph", "code_block", "duplicate")}}
+    stats = {
+        "prompts": len(problems),
+        "sampled": sampled,
+        "kept": len(kept),
+        "kept_ratio": len(kept) / max(1, sampled),
+        "prompts_covered": covered,
+        **{
+            f"dropped_{r}": dropped[r]
+            for r in ("incorrect", "mixed_language", "overlong_paragraph", "code_block", "duplicate")
+        },
+    }
     return kept, stats
 
 

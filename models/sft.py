@@ -30,8 +30,10 @@ def train_sft(model_source: str, dtype: str, rows: list[dict], knobs: dict, seed
 
     model, tokenizer = load_model(model_source, dtype)
     args = SFTConfig(
-        output_dir=str(scratch_dir(out)), report_to=["mlflow"] if mlflow.active_run() else "none",
-        seed=seed, **precision_knobs(knobs),
+        output_dir=str(scratch_dir(out)),
+        report_to=["mlflow"] if mlflow.active_run() else "none",
+        seed=seed,
+        **precision_knobs(knobs),
     )
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
     result = trainer.train()

@@ -50,9 +50,17 @@ def build_model(vocab_size: int, seed: int, hidden: int = 128, layers: int = 2):
 
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256, tie_word_embeddings=True,
-        bos_token_id=None, eos_token_id=2, pad_token_id=0,
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=2,
+        pad_token_id=0,
     )
     return LlamaForCausalLM(config)
 
@@ -79,7 +87,8 @@ def pretrain(out: Path, seed: int, steps: int, batch: int, length: int, lr: floa
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     warmup = max(1, steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+        optimizer,
+        lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)),
     )
     started = time.time()
     for step in range(steps):
@@ -94,9 +103,17 @@ def pretrain(out: Path, seed: int, steps: int, batch: int, length: int, lr: floa
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    info = {"seed": seed, "steps": steps, "batch": batch, "length": length, "lr": lr, "final_loss": loss.item(),
-            "seconds": round(time.time() - started, 1), "torch": torch.__version__,
-            "parameters": sum(p.numel() for p in model.parameters())}
+    info = {
+        "seed": seed,
+        "steps": steps,
+        "batch": batch,
+        "length": length,
+        "lr": lr,
+        "final_loss": loss.item(),
+        "seconds": round(time.time() - started, 1),
+        "torch": torch.__version__,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
     info["fingerprint"] = fingerprint_dir(out)
     (out / "build_info.json").write_text(json.dumps(info, indent=2) + "\n")
     return info

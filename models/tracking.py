@@ -11,8 +11,19 @@ from mlflow.tracking import MlflowClient
 
 from models.storage import mlflow_artifact_root, tracking_uri
 
-PACKAGES = ("torch", "transformers", "trl", "accelerate", "datasets", "tokenizers", "mlflow", "prefect",
-            "reasoning-gym", "math-verify", "pydantic")
+PACKAGES = (
+    "torch",
+    "transformers",
+    "trl",
+    "accelerate",
+    "datasets",
+    "tokenizers",
+    "mlflow",
+    "prefect",
+    "reasoning-gym",
+    "math-verify",
+    "pydantic",
+)
 
 
 def client() -> MlflowClient:
@@ -34,9 +45,7 @@ def ensure_experiment(name: str) -> str:
 
 def start_child_run(experiment_id: str, parent_run_id: str, name: str, tags: dict[str, str]) -> str:
     """A nested run under the pipeline's parent run; returns its id."""
-    run = client().create_run(
-        experiment_id, run_name=name, tags={"mlflow.parentRunId": parent_run_id, **tags}
-    )
+    run = client().create_run(experiment_id, run_name=name, tags={"mlflow.parentRunId": parent_run_id, **tags})
     return run.info.run_id
 
 

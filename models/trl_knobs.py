@@ -23,7 +23,7 @@ SFT_DEFAULTS: dict[str, Any] = {
     "per_device_train_batch_size": 8,
     "max_length": 128,
     "logging_steps": 5,
-    "gradient_checkpointing": False,
+    "activation_checkpointing": False,
     "save_strategy": "no",
 }
 GRPO_DEFAULTS: dict[str, Any] = {
@@ -34,11 +34,11 @@ GRPO_DEFAULTS: dict[str, Any] = {
     "max_completion_length": 40,
     "max_steps": 300,
     "temperature": 1.0,
-    "beta": 0.0,
+    "beta": 0.001,  # R1: KL coefficient 0.001 (k3 estimator)
     "loss_type": "grpo",
     "scale_rewards": "group",
     "logging_steps": 5,
-    "gradient_checkpointing": False,
+    "activation_checkpointing": False,
     "save_strategy": "no",
     "log_completions": False,
 }

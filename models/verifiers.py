@@ -12,7 +12,9 @@ import re
 from dataclasses import dataclass
 
 _NO_TAG = r"(?:(?!</?(?:think|answer)>).)+"  # text that contains none of R1's tags
-R1_FORMAT = re.compile(rf"^\s*<think>(?P<think>{_NO_TAG})</think>\s*<answer>(?P<answer>{_NO_TAG})</answer>\s*$", re.DOTALL)
+R1_FORMAT = re.compile(
+    rf"^\s*<think>(?P<think>{_NO_TAG})</think>\s*<answer>(?P<answer>{_NO_TAG})</answer>\s*$", re.DOTALL
+)
 _WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
 _SCRIPTS = {
     "en": lambda ch: ch.isascii(),
@@ -54,7 +56,9 @@ def _math_verify(answer: str, gold: str) -> bool:
     from math_verify import parse as mv_parse
     from math_verify import verify
 
-    return bool(verify(mv_parse(gold, parsing_timeout=None), mv_parse(answer, parsing_timeout=None), timeout_seconds=None))
+    return bool(
+        verify(mv_parse(gold, parsing_timeout=None), mv_parse(answer, parsing_timeout=None), timeout_seconds=None)
+    )
 
 
 def answer_is_correct(answer: str, entry: str | None, gold: str | None) -> bool:

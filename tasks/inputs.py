@@ -31,5 +31,4 @@ def non_reasoning_data(recipe: Recipe) -> Artifact:
     """The non-reasoning rows (stage 4 and the general prompts of stage 5) as a record."""
     path = _file_of(recipe.data.non_reasoning)
     fingerprint = hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path else f"hub-{recipe.data.non_reasoning}"
-    return Artifact(uri=str(path or recipe.data.non_reasoning), fingerprint=fingerprint, stage="data",
-                    kind="dataset")
+    return Artifact(uri=str(path or recipe.data.non_reasoning), fingerprint=fingerprint, stage="data", kind="dataset")

@@ -43,8 +43,14 @@ def launch(spec: StageSpec, log_line, timeout_s: float) -> tuple[Artifact, list[
     with tempfile.TemporaryDirectory(prefix=f"r1-{spec.stage}-") as tmp:
         spec_path = Path(tmp) / "spec.json"
         spec_path.write_text(spec.model_dump_json())
-        proc = subprocess.Popen(stage_command(spec_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, start_new_session=True, env=_env())
+        proc = subprocess.Popen(
+            stage_command(spec_path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            env=_env(),
+        )
         watchdog = threading.Timer(timeout_s, _kill_group, [proc])
         watchdog.start()
         output: list[str] = []
@@ -57,8 +63,11 @@ def launch(spec: StageSpec, log_line, timeout_s: float) -> tuple[Artifact, list[
             watchdog.cancel()
             _kill_group(proc)
     if proc.returncode != 0:
-        why = f"ran past its timeout of {timeout_s:.0f} s" if proc.returncode == -signal.SIGKILL else \
-            f"exited with status {proc.returncode}"
+        why = (
+            f"ran past its timeout of {timeout_s:.0f} s"
+            if proc.returncode == -signal.SIGKILL
+            else f"exited with status {proc.returncode}"
+        )
         raise StageFailed(f"{spec.stage} {why}; last output:\n" + "\n".join(output[-20:]))
     record_line = next(line for line in reversed(output) if line.startswith(RECORD_PREFIX))
     return Artifact.model_validate_json(record_line.removeprefix(RECORD_PREFIX)), output

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 
-import mlflow
+from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict
 
 from models.config import Recipe
-from models.records import Artifact
+from models.records import STAMP, Artifact, local_path
 from models.tracking import client, ensure_experiment, package_versions, start_child_run
 
 
@@ -25,8 +25,11 @@ class PipelineRun(BaseModel):
 
 def open_pipeline_run(recipe: Recipe, flow_run_name: str, flow_run_id: str) -> PipelineRun:
     experiment_id = ensure_experiment(recipe.name)
-    run = client().create_run(experiment_id, run_name=f"pipeline-{flow_run_name}",
-                              tags={"pipeline": recipe.name, "prefect.flow_run_id": flow_run_id})
+    run = client().create_run(
+        experiment_id,
+        run_name=f"pipeline-{flow_run_name}",
+        tags={"pipeline": recipe.name, "prefect.flow_run_id": flow_run_id},
+    )
     run_id = run.info.run_id
     mlflow_client = client()
     mlflow_client.log_dict(run_id, recipe.model_dump(), "recipe/resolved_recipe.json")
@@ -39,14 +42,29 @@ def close_pipeline_run(pipeline: PipelineRun, status: str) -> None:
     client().set_terminated(pipeline.parent_run_id, status)
 
 
+def is_live(record: Artifact) -> bool:
+    """A cached record is usable only while its stamped output folder and its MLflow run both exist."""
+    if not (local_path(record.uri) / STAMP).is_file():
+        return False
+    try:
+        client().get_run(record.mlflow_run_id)
+    except MlflowException:
+        return False
+    return True
+
+
 def link_if_cached(pipeline: PipelineRun, stage: str, record: Artifact) -> str:
     """The run id that holds `stage`'s results in this run tree: its own run, or a new link to a cached one."""
     mlflow_client = client()
     origin = mlflow_client.get_run(record.mlflow_run_id)
     if origin.data.tags.get("mlflow.parentRunId") == pipeline.parent_run_id:
         return origin.info.run_id
-    run_id = start_child_run(pipeline.experiment_id, pipeline.parent_run_id, stage,
-                             {"stage": stage, "cached": "true", "origin_run_id": origin.info.run_id})
+    run_id = start_child_run(
+        pipeline.experiment_id,
+        pipeline.parent_run_id,
+        stage,
+        {"stage": stage, "cached": "true", "origin_run_id": origin.info.run_id},
+    )
     for key, value in origin.data.metrics.items():
         if key.startswith(("eval/", "rejection/")):
             mlflow_client.log_metric(run_id, key, value)

@@ -12,8 +12,14 @@ from models.records import Artifact, local_path
 from models.tracking import client
 from tasks.pipeline_run import PipelineRun
 
-EVAL_COLUMNS = ("eval/pass_at_1", "eval/cons_at_k", "eval/pass_at_k", "eval/format_rate",
-                "eval/language_consistency", "eval/mean_completion_chars")
+EVAL_COLUMNS = (
+    "eval/pass_at_1",
+    "eval/cons_at_k",
+    "eval/pass_at_k",
+    "eval/format_rate",
+    "eval/language_consistency",
+    "eval/mean_completion_chars",
+)
 
 
 @task(retries=2)
@@ -29,7 +35,9 @@ def register_model(recipe: Recipe, final: Artifact, alias: str = "candidate") ->
     else:
         mlflow_client.log_artifacts(final.mlflow_run_id, str(local_path(final.uri)), "model")
         version = mlflow_client.create_model_version(
-            name, source=f"runs:/{final.mlflow_run_id}/model", run_id=final.mlflow_run_id,
+            name,
+            source=f"runs:/{final.mlflow_run_id}/model",
+            run_id=final.mlflow_run_id,
             tags={"fingerprint": final.fingerprint, "stage": final.stage, "pipeline": recipe.name},
         ).version
     mlflow_client.set_registered_model_alias(name, alias, version)
@@ -42,25 +50,44 @@ def _eval_metrics(evaluation: Artifact) -> dict[str, float]:
 
 
 def _table(rows: list[dict]) -> str:
-    head = "| stage | pass@1 | cons@k | pass@k | format | language | chars | cached | MLflow run |\n" + \
-           "|---|---|---|---|---|---|---|---|---|\n"
+    head = (
+        "| stage | pass@1 | cons@k | pass@k | format | language | chars | cached | MLflow run |\n"
+        + "|---|---|---|---|---|---|---|---|---|\n"
+    )
     return head + "\n".join(
-        f"| {r['stage']} | " + " | ".join(f"{r[c]:.3f}" for c in EVAL_COLUMNS[:5]) +
-        f" | {r[EVAL_COLUMNS[5]]:.1f} | {r['cached']} | {r['run_link']} |" for r in rows
+        f"| {r['stage']} | "
+        + " | ".join(f"{r[c]:.3f}" for c in EVAL_COLUMNS[:5])
+        + f" | {r[EVAL_COLUMNS[5]]:.1f} | {r['cached']} | {r['run_link']} |"
+        for r in rows
     )
 
 
 @task
-def summarize(recipe: Recipe, pipeline: PipelineRun, evaluations: dict[str, Artifact], stage_runs: dict[str, str],
-              cached: dict[str, bool], rejection: Artifact, version: str, ui_base: str) -> str:
+def summarize(
+    recipe: Recipe,
+    pipeline: PipelineRun,
+    evaluations: dict[str, Artifact],
+    stage_runs: dict[str, str],
+    cached: dict[str, bool],
+    rejection: Artifact,
+    version: str,
+    ui_base: str,
+) -> str:
     """Stage-by-stage evaluation table, rejection-sampling statistics and links, as a Prefect markdown artifact
     and as a table + JSON in the parent MLflow run. Returns the markdown."""
     rows = []
     for stage, evaluation in evaluations.items():
         run_id = stage_runs[stage]
         link = f"[{run_id[:8]}]({ui_base}/#/experiments/{pipeline.experiment_id}/runs/{run_id})"
-        rows.append({"stage": stage, **_eval_metrics(evaluation), "cached": cached.get(stage, False),
-                     "run_id": run_id, "run_link": link})
+        rows.append(
+            {
+                "stage": stage,
+                **_eval_metrics(evaluation),
+                "cached": cached.get(stage, False),
+                "run_id": run_id,
+                "run_link": link,
+            }
+        )
     stats = json.loads((local_path(rejection.uri) / "stats.json").read_text())
     markdown = (
         f"# R1 pipeline `{recipe.name}`: {pipeline.flow_run_name}\n\n"

@@ -40,8 +40,12 @@ def _run_in_process(stage: str, recipe: Recipe, inputs: dict[str, Artifact], run
 @task(cache_key_fn=task_cache_key, persist_result=True, retries=0, log_prints=True)
 def run_stage(stage: str, recipe: Recipe, inputs: dict[str, Artifact], pipeline: PipelineRun) -> Artifact:
     """Train (or sample, for rejection_sampling) one stage; cache invalidated by its config, inputs or code."""
-    run_id = start_child_run(pipeline.experiment_id, pipeline.parent_run_id, stage,
-                             {"stage": stage, "pipeline": recipe.name, "stage_key": stage_key(stage, recipe, inputs)})
+    run_id = start_child_run(
+        pipeline.experiment_id,
+        pipeline.parent_run_id,
+        stage,
+        {"stage": stage, "pipeline": recipe.name, "stage_key": stage_key(stage, recipe, inputs)},
+    )
     return _run_in_process(stage, recipe, inputs, run_id)
 
 
@@ -51,7 +55,10 @@ def evaluate(stage: str, recipe: Recipe, inputs: dict[str, Artifact], pipeline: 
     (the base model gets a `base_model` run). Cache invalidated by the model's fingerprint or the eval config."""
     model = inputs["model"]
     run_id = model.mlflow_run_id or start_child_run(
-        pipeline.experiment_id, pipeline.parent_run_id, "base_model", {"stage": "base_model", "pipeline": recipe.name}
+        pipeline.experiment_id,
+        pipeline.parent_run_id,
+        "base_model",
+        {"stage": "base_model", "pipeline": recipe.name},
     )
     return _run_in_process(stage, recipe, inputs, run_id)
 

@@ -11,15 +11,23 @@ from models.recipe import load_recipe
 pytestmark = pytest.mark.slow
 
 SMALL = [
-    "name=e2e", "model.registered_name=r1-e2e",
-    "data.eval_size=16", "data.cold_start_size=200", "data.rl_pool_size=32",
+    "name=e2e",
+    "model.registered_name=r1-e2e",
+    "data.eval_size=16",
+    "data.cold_start_size=200",
+    "data.rl_pool_size=32",
     "evaluation.num_samples=2",
-    "reasoning_rl.trl.max_steps=4", "reasoning_rl.trl.num_generations=8",
-    "reasoning_rl.trl.per_device_train_batch_size=16", "reasoning_rl.trl.logging_steps=1",
+    "reasoning_rl.trl.max_steps=4",
+    "reasoning_rl.trl.num_generations=8",
+    "reasoning_rl.trl.per_device_train_batch_size=16",
+    "reasoning_rl.trl.logging_steps=1",
     "reasoning_rl.trl.beta=0.001",
     "rejection_sampling.num_prompts=16",
-    "final_rl.trl.max_steps=4", "final_rl.trl.num_generations=8", "final_rl.trl.per_device_train_batch_size=16",
-    "final_rl.trl.logging_steps=1", "final_rl.general_reward.last_steps=2",
+    "final_rl.trl.max_steps=4",
+    "final_rl.trl.num_generations=8",
+    "final_rl.trl.per_device_train_batch_size=16",
+    "final_rl.trl.logging_steps=1",
+    "final_rl.general_reward.last_steps=2",
 ]
 
 
@@ -29,7 +37,10 @@ def state(tmp_path_factory, prefect_server):
     from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
     folder = tmp_path_factory.mktemp("state")
-    with pytest.MonkeyPatch.context() as patch, temporary_settings({PREFECT_LOCAL_STORAGE_PATH: folder / "results"}):
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        temporary_settings({PREFECT_LOCAL_STORAGE_PATH: folder / "results"}),
+    ):
         patch.setenv("R1_STATE_DIR", str(folder))
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
         yield folder
@@ -88,9 +99,16 @@ def test_rl_stages_log_trl_series_and_artifacts(first, stage):
 
     run = _children(first["parent_run_id"], first["experiment_id"])[stage]
     mlflow_client = client()
-    for key in ("loss", "reward", "rewards/accuracy_reward/mean", "rewards/format_reward/mean",
-                "rewards/language_consistency_reward/mean", "entropy", "completions/mean_length",
-                "clip_ratio/region_mean"):
+    for key in (
+        "loss",
+        "reward",
+        "rewards/accuracy_reward/mean",
+        "rewards/format_reward/mean",
+        "rewards/language_consistency_reward/mean",
+        "entropy",
+        "completions/mean_length",
+        "clip_ratio/region_mean",
+    ):
         assert len(mlflow_client.get_metric_history(run.info.run_id, key)) >= 2, key
     artifacts = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
     assert {"plots", "samples", "recipe", "environment", "logs"} <= artifacts
@@ -136,8 +154,10 @@ def test_second_run_reuses_every_stage(first, second):
     children = _children(second["parent_run_id"], second["experiment_id"])
     assert set(children) == {*STAGES, "base_model"}
     assert all(run.data.tags.get("cached") == "true" for run in children.values())
-    assert children["final_rl"].data.metrics["eval/pass_at_1"] == \
-        _children(first["parent_run_id"], first["experiment_id"])["final_rl"].data.metrics["eval/pass_at_1"]
+    assert (
+        children["final_rl"].data.metrics["eval/pass_at_1"]
+        == _children(first["parent_run_id"], first["experiment_id"])["final_rl"].data.metrics["eval/pass_at_1"]
+    )
 
 
 def test_changing_final_rl_reruns_only_final_rl(third):

@@ -96,9 +96,7 @@ def test_build_splits_deterministic(splits):
 
 
 def test_build_splits_chat_style():
-    cfg = SMALL.model_copy(
-        update={"prompt_style": "chat", "eval_size": 10, "cold_start_size": 1, "rl_pool_size": 1}
-    )
+    cfg = SMALL.model_copy(update={"prompt_style": "chat", "eval_size": 10, "cold_start_size": 1, "rl_pool_size": 1})
     problem = build_splits(cfg, seed=0)["eval"][0]
     system, user = problem.prompt
     assert system == {"role": "system", "content": R1_SYSTEM_PROMPT}

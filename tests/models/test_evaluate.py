@@ -94,9 +94,7 @@ def test_score_prompt():
 
 
 def test_score_prompt_wrong_majority_and_chat_prompt():
-    chat_problem = Problem(
-        [{"role": "user", "content": "4 - 1 - 7 ="}], PROBLEM.answer, "chain_sum", PROBLEM.entry
-    )
+    chat_problem = Problem([{"role": "user", "content": "4 - 1 - 7 ="}], PROBLEM.answer, "chain_sum", PROBLEM.entry)
     completions = [
         "<think>a</think><answer>1</answer>",
         "<think>b</think><answer>-4</answer>",

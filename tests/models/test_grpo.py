@@ -21,9 +21,7 @@ from models.stage_io import StageSpec
 def test_general_reward_weight_only_in_last_steps(step, expected):
     trainer = SimpleNamespace(reward_weights=torch.tensor([1.0, 1.0, 0.0]))
     schedule = GeneralRewardSchedule(trainer, index=2, weight=0.5, last_steps=3)
-    schedule.on_step_begin(
-        SimpleNamespace(logging_steps=1), SimpleNamespace(global_step=step, max_steps=10), None
-    )
+    schedule.on_step_begin(SimpleNamespace(logging_steps=1), SimpleNamespace(global_step=step, max_steps=10), None)
     assert trainer.reward_weights.tolist() == [1.0, 1.0, expected]
 
 
@@ -68,9 +66,7 @@ def test_final_rl_scores_a_reward_model_from_a_local_folder(tmp_path, reward_mod
         ],
     )
     base_dir = resolve_source(recipe.model.base)
-    base = Artifact(
-        uri=base_dir, fingerprint=fingerprint_dir(Path(base_dir)), stage="base_model", kind="model"
-    )
+    base = Artifact(uri=base_dir, fingerprint=fingerprint_dir(Path(base_dir)), stage="base_model", kind="model")
     spec = StageSpec(
         stage="final_rl",
         recipe=recipe,

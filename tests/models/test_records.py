@@ -83,9 +83,7 @@ def test_publish_moves_partial_into_place_and_stamps(tmp_path):
 
     assert not work.exists()
     assert final.is_dir()
-    assert sorted(p.relative_to(final).as_posix() for p in final.rglob("*") if p.is_file()) == sorted(
-        [*FILES, STAMP]
-    )
+    assert sorted(p.relative_to(final).as_posix() for p in final.rglob("*") if p.is_file()) == sorted([*FILES, STAMP])
     assert record == Artifact(uri=str(final), fingerprint=expected_fingerprint, **RECORD)
     assert read_stamp(final) == record
     assert fingerprint_dir(final) == record.fingerprint  # the stamp does not change the fingerprint

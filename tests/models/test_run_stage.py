@@ -56,15 +56,11 @@ def chain(tmp_path_factory):
     out = tmp_path_factory.mktemp("stages")
     recipe = load_recipe(None, SMALL)
     base_dir = resolve_source(recipe.model.base)
-    base = Artifact(
-        uri=base_dir, fingerprint=fingerprint_dir(Path(base_dir)), stage="base_model", kind="model"
-    )
+    base = Artifact(uri=base_dir, fingerprint=fingerprint_dir(Path(base_dir)), stage="base_model", kind="model")
     records = {"base": base}
     records["cold_start_sft"] = _run("cold_start_sft", recipe, {"base": base}, out)
     records["reasoning_rl"] = _run("reasoning_rl", recipe, {"model": records["cold_start_sft"]}, out)
-    records["rejection_sampling"] = _run(
-        "rejection_sampling", recipe, {"model": records["reasoning_rl"]}, out
-    )
+    records["rejection_sampling"] = _run("rejection_sampling", recipe, {"model": records["reasoning_rl"]}, out)
     records["supervised_merge"] = _run(
         "supervised_merge", recipe, {"base": base, "data": records["rejection_sampling"]}, out
     )
@@ -109,9 +105,7 @@ def test_evaluation_reports_r1_metrics(chain):
 def test_failed_stage_leaves_no_output(tmp_path):
     recipe = load_recipe(None, SMALL)
     missing = Artifact(uri=str(tmp_path / "nowhere"), fingerprint="x", stage="cold_start_sft", kind="model")
-    spec = StageSpec(
-        stage="reasoning_rl", recipe=recipe, inputs={"model": missing}, output=str(tmp_path / "rl")
-    )
+    spec = StageSpec(stage="reasoning_rl", recipe=recipe, inputs={"model": missing}, output=str(tmp_path / "rl"))
     with pytest.raises(Exception, match="nowhere"):
         run(spec)
     assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -57,9 +57,7 @@ def test_stage_key_changes_with_stage_section(base, override, stage):
 @pytest.mark.parametrize("override", ["seed=1", "data.eval_size=50", "model.dtype=float32"])
 def test_stage_key_changes_with_shared_settings(base, override):
     inputs = model_input("aaaa")
-    assert stage_key("reasoning_rl", load_recipe(None, [override]), inputs) != stage_key(
-        "reasoning_rl", base, inputs
-    )
+    assert stage_key("reasoning_rl", load_recipe(None, [override]), inputs) != stage_key("reasoning_rl", base, inputs)
 
 
 def test_stage_key_ignores_what_stages_do_not_use(base):
@@ -93,12 +91,8 @@ def test_stage_key_follows_input_fingerprints(base):
         **model_input("aaaa"),
         "data": Artifact(uri="/d", fingerprint="cccc", stage="rejection_sampling", kind="dataset"),
     }
-    assert stage_key("supervised_merge", base, two) != stage_key(
-        "supervised_merge", base, model_input("aaaa")
-    )
-    assert stage_key("supervised_merge", base, dict(reversed(two.items()))) == stage_key(
-        "supervised_merge", base, two
-    )
+    assert stage_key("supervised_merge", base, two) != stage_key("supervised_merge", base, model_input("aaaa"))
+    assert stage_key("supervised_merge", base, dict(reversed(two.items()))) == stage_key("supervised_merge", base, two)
 
 
 def test_code_version():
