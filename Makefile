@@ -7,7 +7,7 @@ RECIPE ?=
 OVERRIDES ?=
 STATE ?= .state
 
-.PHONY: demo run test test-fast quality base-model ui-prefect ui-mlflow clean
+.PHONY: demo run eval test test-fast quality base-model ui-prefect ui-mlflow clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ demo: $(BIN)/.installed  ## run the whole pipeline on the embedded tiny default
 
 run: $(BIN)/.installed  ## make run RECIPE=flows/recipes/tiny.yaml OVERRIDES="final_rl.trl.max_steps=80"
 	R1_STATE_DIR=$(STATE) $(BIN)/python -m flows.cli $(if $(RECIPE),--recipe $(RECIPE)) $(OVERRIDES)
+
+eval: $(BIN)/.installed  ## make eval MODEL=models:/r1-tiny@champion [RECIPE=...] (held-out pass@1, cons@k, tables)
+	R1_STATE_DIR=$(STATE) $(BIN)/python -m flows.cli --evaluate "$(MODEL)" $(if $(RECIPE),--recipe $(RECIPE)) $(OVERRIDES)
 
 test: $(BIN)/.installed  ## the whole test suite (CPU), end-to-end flow tests included
 	$(BIN)/python -m pytest -q

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 
+from models.factory import source_problem
 from models.recipe import RecipeError, load_recipe
 from models.storage import default_tracking_uri, state_dir, tracking_uri
 
@@ -45,10 +47,33 @@ def ui_help() -> str:
     return "\n".join(lines)
 
 
+def model_problem(model: str) -> str | None:
+    """Why MODEL cannot be evaluated (checked before anything starts), or None."""
+    if model.startswith("models:/"):
+        name = model.removeprefix("models:/")
+        return (
+            None
+            if re.fullmatch(r"[^/@]+(@[\w-]+|/\d+)", name)
+            else f"'{model}': write models:/<name>@<alias> or models:/<name>/<version>"
+        )
+    return source_problem(model)
+
+
+def evaluate(model: str, recipe) -> int:
+    from flows.evaluate import r1_evaluate
+
+    result = r1_evaluate(model, recipe)
+    for key, value in result["metrics"].items():
+        print(f"{key:32s} {value:.4f}")
+    print(ui_help())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default=None, help="recipe YAML (default: the embedded tiny pipeline)")
     parser.add_argument("--check", action="store_true", help="validate the recipe and exit")
+    parser.add_argument("--evaluate", metavar="MODEL", help="only evaluate MODEL (models:/name@alias, folder, hub id)")
     parser.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. final_rl.trl.max_steps=80")
     args = parser.parse_args(argv)
     try:
@@ -56,10 +81,16 @@ def main(argv: list[str] | None = None) -> int:
     except RecipeError as err:
         print(f"recipe error: {err}", file=sys.stderr)
         return 2
+    problem = args.evaluate and model_problem(args.evaluate)
+    if problem:
+        print(f"model error: {problem}", file=sys.stderr)
+        return 2
     if args.check:
         print(f"recipe ok: {recipe.name}")
         return 0
     configure_environment()
+    if args.evaluate:
+        return evaluate(args.evaluate, recipe)
     from flows.pipeline import r1_pipeline
 
     started = time.time()

@@ -13,6 +13,7 @@ from models.config import Recipe
 from models.records import Artifact
 from tasks.inputs import base_model, non_reasoning_data
 from tasks.pipeline_run import PipelineRun, close_pipeline_run, is_live, link_if_cached, open_pipeline_run
+from tasks.promotion import promote
 from tasks.publish import register_model, summarize
 from tasks.stages import STAGE_TASKS, evaluation_of
 
@@ -24,6 +25,7 @@ class Tracker:
     def __init__(self, recipe: Recipe, pipeline: PipelineRun):
         self.recipe, self.pipeline = recipe, pipeline
         self.evaluations: dict[str, Artifact] = {}
+        self.models: dict[str, Artifact] = {}
         self.runs: dict[str, str] = {}
         self.cached: dict[str, bool] = {}
 
@@ -36,14 +38,19 @@ class Tracker:
         self.runs[name] = link_if_cached(self.pipeline, name, record)
         self.cached[name] = self.runs[name] != record.mlflow_run_id
         if record.kind == "model":
-            self.evaluate(name, record)
+            self.models[name] = record
+            start = inputs.get("model") or inputs.get("start") or inputs["base"]  # the checkpoint it started from
+            self.evaluate(name, record, baseline=self.evaluations[start.stage])
         return record
 
-    def evaluate(self, name: str, model: Artifact) -> None:
+    def evaluate(self, name: str, model: Artifact, baseline: Artifact | None = None) -> None:
+        """Evaluate `model`; with `baseline` (the evaluation of the checkpoint it started from) also the paired
+        gain over it."""
         task = evaluation_of(name)
-        evaluation = task("evaluate", self.recipe, {"model": model}, self.pipeline)
+        inputs = {"model": model} | ({"baseline": baseline} if baseline else {})
+        evaluation = task("evaluate", self.recipe, inputs, self.pipeline)
         if not is_live(evaluation):
-            evaluation = task.with_options(refresh_cache=True)("evaluate", self.recipe, {"model": model}, self.pipeline)
+            evaluation = task.with_options(refresh_cache=True)("evaluate", self.recipe, inputs, self.pipeline)
         self.evaluations[name] = evaluation
         if name == "base_model":
             self.runs[name] = link_if_cached(self.pipeline, name, evaluation)
@@ -66,16 +73,16 @@ def r1_pipeline(recipe: Recipe | None = None, mlflow_ui: str = "http://127.0.0.1
         # 3. rejection sampling: k samples per prompt from stage 2, keep the verified, readable ones
         verified = run.stage("rejection_sampling", model=reasoner)
         # 4. SFT of the BASE model on the verified data merged with non-reasoning data
-        start = (
-            {"base": base}
-            if recipe.supervised_merge.start_from == "base"
-            else {"start": {"cold_start_sft": cold, "reasoning_rl": reasoner}[recipe.supervised_merge.start_from]}
-        )
-        merged = run.stage("supervised_merge", data=verified, general=general_data, **start)
+        start = {"base": base, "cold_start_sft": cold, "reasoning_rl": reasoner}[recipe.supervised_merge.start_from]
+        merged = run.stage("supervised_merge", start=start, data=verified, general=general_data)
         # 5. RL for all scenarios: reasoning rewards + a general reward in the last steps
         final = run.stage("final_rl", model=merged, general=general_data)
+        # registry: the final model is the `candidate`; the gate makes it `champion` only if it beats the champion
         version = register_model(recipe, final)
-        summary = summarize(recipe, pipeline, run.evaluations, run.runs, run.cached, verified, version, mlflow_ui)
+        promotion = promote(recipe, version, run.evaluations["final_rl"], pipeline)
+        summary = summarize(
+            recipe, pipeline, run.evaluations, run.models, run.runs, run.cached, verified, version, promotion, mlflow_ui
+        )
     except BaseException:
         close_pipeline_run(pipeline, "FAILED")
         raise
@@ -84,6 +91,7 @@ def r1_pipeline(recipe: Recipe | None = None, mlflow_ui: str = "http://127.0.0.1
         "parent_run_id": pipeline.parent_run_id,
         "experiment_id": pipeline.experiment_id,
         "model_version": version,
+        "promotion": promotion,
         "summary": summary,
         "cached": run.cached,
     }

@@ -36,6 +36,9 @@ class DataConfig(Strict):
     )
     heldout_permille: int = Field(100, ge=1, le=500, description="Share (per mille) of problem keys held out for eval.")
     eval_size: int = Field(300, ge=10, description="Held-out evaluation prompts (same set for every stage).")
+    validation_size: int = Field(
+        64, ge=1, description="Held-out prompts (disjoint from eval) for the periodic check during RL stages."
+    )
     cold_start_size: int = Field(1000, ge=1, description="Cold-start long-CoT examples (R1: thousands).")
     rl_pool_size: int = Field(2000, ge=1, description="Prompts for the RL stages and rejection sampling.")
     cold_start: str | None = Field(
@@ -128,12 +131,27 @@ class GeneralReward(Strict):
     )
 
 
+class AlarmConfig(Strict):
+    check_every: int = Field(50, ge=0, description="Steps between held-out checks on the validation split (0: off).")
+    check_samples: int = Field(2, ge=1, description="Samples per validation prompt in each check.")
+    heldout_drop: float = Field(
+        0.05,
+        ge=0,
+        description="Alarm when the check falls this far below its first value while the training reward rises.",
+    )
+    max_zero_std_fraction: float = Field(
+        0.8, ge=0, le=1, description="Alarm when frac_reward_zero_std stays above this for `window` logs."
+    )
+    window: int = Field(5, ge=1, description="Logged points averaged for the trend and zero-variance alarms.")
+
+
 class RlStage(Strict):
     rewards: dict[str, float] = Field(
         default_factory=lambda: {"accuracy": 1.0, "format": 1.0, "language_consistency": 1.0},
         description="Rule rewards and their weights: accuracy, format, language_consistency.",
     )
     trl: dict[str, Any] = Field(default_factory=dict, description="TRL GRPOConfig fields (checked against TRL).")
+    alarms: AlarmConfig = Field(default_factory=AlarmConfig, description="Reward-hacking alarms.")
 
     @field_validator("rewards")
     @classmethod

@@ -105,14 +105,14 @@ def _problem(entry: dict, cfg: DataConfig) -> Problem:
 
 
 def build_splits(cfg: DataConfig, seed: int) -> dict[str, list[Problem]]:
-    """The fixed splits of a run: eval (held-out bucket), cold_start and rl (its complement, disjoint)."""
+    """The fixed splits of a run: eval and validation (the held-out bucket; validation feeds the periodic check
+    during RL, never a gradient), cold_start and rl (the bucket's complement). All four are disjoint."""
     evaluation = _generate(cfg, seed, cfg.eval_size, heldout=True, exclude=set())
+    validation = _generate(cfg, seed + 3, cfg.validation_size, heldout=True, exclude={split_key(e) for e in evaluation})
     cold = _generate(cfg, seed + 1, cfg.cold_start_size, heldout=False, exclude=set())
     rl = _generate(cfg, seed + 2, cfg.rl_pool_size, heldout=False, exclude={split_key(e) for e in cold})
-    return {
-        name: [_problem(e, cfg) for e in entries]
-        for name, entries in (("eval", evaluation), ("cold_start", cold), ("rl", rl))
-    }
+    splits = {"eval": evaluation, "validation": validation, "cold_start": cold, "rl": rl}
+    return {name: [_problem(e, cfg) for e in entries] for name, entries in splits.items()}
 
 
 def overlap(heldout: list[Problem], *training: list[Problem]) -> int:

@@ -78,36 +78,3 @@ def evaluate_model(model, tokenizer, problems: list[Problem], cfg: EvalConfig, s
     completions = sample(model, tokenizer, [p.prompt for p in problems], cfg, seed)
     rows = [score_prompt(p, c, language) for p, c in zip(problems, completions, strict=True)]
     return summarize(rows), rows
-
-
-def run_evaluate(spec, out) -> dict:
-    """The `evaluate` stage: score spec.inputs['model'] on the held-out split; log metrics and the per-prompt
-    table into the MLflow run of the stage that made the model."""
-    import mlflow
-
-    from models.data import build_splits, overlap
-    from models.factory import load_model
-
-    recipe = spec.recipe
-    splits = build_splits(recipe.data, recipe.seed)
-    model, tokenizer = load_model(spec.inputs["model"].uri, recipe.model.dtype)
-    metrics, rows = evaluate_model(
-        model, tokenizer, splits["eval"], recipe.evaluation, recipe.seed, recipe.data.language
-    )
-    training = [splits["cold_start"], splits["rl"]]
-    if recipe.data.cold_start:
-        from models.data import load_rows
-
-        training.append([Problem(r["prompt"], "", "", "") for r in load_rows(recipe.data.cold_start)])
-    metrics["eval/heldout_overlap"] = float(overlap(splits["eval"], *training))
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    with (out / "per_prompt.jsonl").open("w") as f:
-        f.writelines(json.dumps(row) + "\n" for row in rows)
-    if mlflow.active_run():
-        mlflow.log_metrics(metrics)
-        table = {
-            key: [json.dumps(r[key]) if isinstance(r[key], list) else r[key] for r in rows]
-            for key in ("prompt", "answer", "samples", "verdicts", "voted", "voted_correct")
-        }
-        mlflow.log_table(table, artifact_file="eval/per_prompt.json")
-    return metrics

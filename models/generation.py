@@ -18,7 +18,7 @@ def prompt_text(prompt: str | list[dict], tokenizer) -> str:
 def sample(model, tokenizer, prompts: list, cfg: SamplingConfig, seed: int) -> list[list[str]]:
     """`cfg.num_samples` completions for each prompt, decoded without special tokens (as TRL decodes them)."""
     torch.manual_seed(seed)
-    tokenizer.padding_side = "left"
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
     model.eval()
     out: list[list[str]] = []
     for start in range(0, len(prompts), cfg.batch_size):
@@ -36,4 +36,5 @@ def sample(model, tokenizer, prompts: list, cfg: SamplingConfig, seed: int) -> l
         )
         completions = tokenizer.batch_decode(generated[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
         out += [completions[i : i + cfg.num_samples] for i in range(0, len(completions), cfg.num_samples)]
+    tokenizer.padding_side = side
     return out

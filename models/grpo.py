@@ -14,8 +14,10 @@ from pathlib import Path
 import mlflow
 from transformers import TrainerCallback
 
+from models.alarms import RewardHackingAlarms
 from models.config import RlStage, SamplingConfig
 from models.data import build_splits, load_rows
+from models.evaluate import evaluate_model
 from models.factory import load_model, precision_knobs, resolve_source
 from models.generation import sample
 from models.records import local_path
@@ -42,6 +44,19 @@ class GeneralRewardSchedule(TrainerCallback):
                 self.trainer.reward_weights[self.index].item(),
                 step=state.global_step,
             )
+
+
+def validation_check(spec: StageSpec, tokenizer):
+    """pass@1 of a policy on the validation prompts (held-out bucket, disjoint from evaluation), for the alarms."""
+    recipe = spec.recipe
+    problems = build_splits(recipe.data, recipe.seed)["validation"]
+    cfg = recipe.evaluation.model_copy(update={"num_samples": getattr(recipe, spec.stage).alarms.check_samples})
+
+    def check(model) -> float:
+        metrics, _ = evaluate_model(model, tokenizer, problems, cfg, recipe.seed, recipe.data.language)
+        return metrics["eval/pass_at_1"]
+
+    return check
 
 
 def reasoning_rows(spec: StageSpec) -> list[dict]:
@@ -108,9 +123,12 @@ def train_grpo(spec: StageSpec, stage: RlStage, start: str, rows: list[dict], ou
         mlflow.log_input(mlflow.data.from_pandas(prompts, name=f"{spec.stage}_prompts"), context="training")
     if general:
         trainer.add_callback(GeneralRewardSchedule(trainer, len(funcs) - 1, general[1], general[2]))
+    alarms = RewardHackingAlarms(stage.alarms, validation_check(spec, tokenizer))
+    trainer.add_callback(alarms)
     result = trainer.train()
     trainer.save_model(str(out))
     tokenizer.save_pretrained(str(out))
+    alarms.write(out)
     if mlflow.active_run():
         reward_keys = ["reward"] + [
             k for k in trainer.state.log_history[0] if k.startswith("rewards/") and k.endswith("/mean")

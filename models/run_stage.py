@@ -38,7 +38,7 @@ def _runner(stage: str):
 
         return run_rejection_sampling
     if stage == "evaluate":
-        from models.evaluate import run_evaluate
+        from models.eval_stage import run_evaluate
 
         return run_evaluate
     raise ValueError(f"unknown stage '{stage}'")

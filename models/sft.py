@@ -76,7 +76,7 @@ def run_supervised_merge(spec: StageSpec, out: Path) -> dict:
     rows = merged_rows(verified, load_rows(recipe.data.non_reasoning), stage.non_reasoning_ratio, recipe.seed)
     _log_dataset(rows, "supervised_merge")
     mlflow.log_metrics({"data/reasoning_rows": len(verified), "data/total_rows": len(rows)})
-    start = spec.inputs["base" if stage.start_from == "base" else "start"].uri
+    start = spec.inputs["start"].uri
     log.info("supervised_merge: %d rows (%d verified reasoning), starting from %s", len(rows), len(verified), start)
     knobs = resolved_knobs("supervised_merge", stage.trl)
     return train_sft(start, recipe.model.dtype, rows, knobs, recipe.seed, out)

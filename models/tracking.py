@@ -78,22 +78,12 @@ def package_versions() -> dict[str, str]:
 
 
 def log_curve_png(history: list[dict], keys: list[str], artifact: str, title: str) -> None:
-    """One PNG of the given step series from a trainer's log history."""
-    import matplotlib
+    """One PNG of the given step series from a trainer's log history, into the active run."""
+    from models.plots import close, curves_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for key in keys:
-        points = [(h["step"], h[key]) for h in history if key in h]
-        if points:
-            ax.plot(*zip(*points, strict=True), label=key, marker=".")
-    ax.set(xlabel="step", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    fig = curves_figure({key: [(h["step"], h[key]) for h in history if key in h] for key in keys}, title)
     mlflow.log_figure(fig, artifact)
-    plt.close(fig)
+    close(fig)
 
 
 def register_model(run_id: str, artifact_path: str, name: str, alias: str) -> str:

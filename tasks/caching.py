@@ -24,7 +24,7 @@ ENTRY_MODULE = {
     "reasoning_rl": "grpo",
     "final_rl": "grpo",
     "rejection_sampling": "rejection",
-    "evaluate": "evaluate",
+    "evaluate": "eval_stage",
 }
 
 

@@ -49,32 +49,35 @@ def _eval_metrics(evaluation: Artifact) -> dict[str, float]:
     return json.loads((local_path(evaluation.uri) / "metrics.json").read_text())
 
 
+def _interval(row: dict, key: str) -> str:
+    if f"{key}_ci_low" not in row:
+        return "–"
+    return (
+        f"{row[key]:+.3f} [{row[f'{key}_ci_low']:+.3f}, {row[f'{key}_ci_high']:+.3f}]"
+        if "gain" in key
+        else f"{row[key]:.3f} [{row[f'{key}_ci_low']:.3f}, {row[f'{key}_ci_high']:.3f}]"
+    )
+
+
 def _table(rows: list[dict]) -> str:
     head = (
-        "| stage | pass@1 | cons@k | pass@k | format | language | chars | cached | MLflow run |\n"
-        + "|---|---|---|---|---|---|---|---|---|\n"
+        "| stage | pass@1 [95% CI] | gain over start [95% CI] | cons@k | pass@k | format | language | chars "
+        "| alarms | cached | MLflow run |\n" + "|---" * 11 + "|\n"
     )
     return head + "\n".join(
-        f"| {r['stage']} | "
-        + " | ".join(f"{r[c]:.3f}" for c in EVAL_COLUMNS[:5])
-        + f" | {r[EVAL_COLUMNS[5]]:.1f} | {r['cached']} | {r['run_link']} |"
+        f"| {r['stage']} | {_interval(r, 'eval/pass_at_1')} | {_interval(r, 'eval/pass_at_1_gain')} | "
+        + " | ".join(f"{r[c]:.3f}" for c in EVAL_COLUMNS[1:5])
+        + f" | {r[EVAL_COLUMNS[5]]:.1f} | {', '.join(r['alarms']) or '–'} | {r['cached']} | {r['run_link']} |"
         for r in rows
     )
 
 
-@task
-def summarize(
-    recipe: Recipe,
-    pipeline: PipelineRun,
-    evaluations: dict[str, Artifact],
-    stage_runs: dict[str, str],
-    cached: dict[str, bool],
-    rejection: Artifact,
-    version: str,
-    ui_base: str,
-) -> str:
-    """Stage-by-stage evaluation table, rejection-sampling statistics and links, as a Prefect markdown artifact
-    and as a table + JSON in the parent MLflow run. Returns the markdown."""
+def _alarms(model: Artifact | None) -> list[str]:
+    path = local_path(model.uri) / "alarms.json" if model else None
+    return sorted(json.loads(path.read_text())) if path and path.is_file() else []
+
+
+def _stage_rows(pipeline: PipelineRun, evaluations, models, stage_runs, cached, ui_base: str) -> list[dict]:
     rows = []
     for stage, evaluation in evaluations.items():
         run_id = stage_runs[stage]
@@ -84,24 +87,82 @@ def summarize(
                 "stage": stage,
                 **_eval_metrics(evaluation),
                 "cached": cached.get(stage, False),
+                "alarms": _alarms(models.get(stage)),
                 "run_id": run_id,
                 "run_link": link,
             }
         )
+    return rows
+
+
+def _log_figures(pipeline: PipelineRun, rows: list[dict], rl_runs: dict[str, str]) -> None:
+    """pass@1 with intervals per stage, and the reward curves of both RL stages, into the parent run."""
+    from models.plots import close, curves_figure, pass_at_1_figure
+
+    mlflow_client = client()
+    fig = pass_at_1_figure(rows)
+    mlflow_client.log_figure(pipeline.parent_run_id, fig, "plots/pass_at_1_by_stage.png")
+    close(fig)
+    for stage, run_id in rl_runs.items():
+        origin = mlflow_client.get_run(run_id).data.tags.get("origin_run_id", run_id)
+        keys = [
+            k
+            for k in mlflow_client.get_run(origin).data.metrics
+            if k == "reward" or (k.startswith("rewards/") and k.endswith("/mean")) or k == "heldout_check/pass_at_1"
+        ]
+        series = {k: sorted((m.step, m.value) for m in mlflow_client.get_metric_history(origin, k)) for k in keys}
+        fig = curves_figure(series, f"{stage}: rewards and held-out check")
+        mlflow_client.log_figure(pipeline.parent_run_id, fig, f"plots/{stage}_reward_curve.png")
+        close(fig)
+
+
+@task
+def summarize(
+    recipe: Recipe,
+    pipeline: PipelineRun,
+    evaluations: dict[str, Artifact],
+    models: dict[str, Artifact],
+    stage_runs: dict[str, str],
+    cached: dict[str, bool],
+    rejection: Artifact,
+    version: str,
+    promotion: str,
+    ui_base: str,
+) -> str:
+    """Stage-by-stage table (pass@1 with intervals, gains, alarms), the final-vs-cold-start gain, rejection
+    statistics, the promotion decision and links: a Prefect markdown artifact, and a table, plots and the same
+    markdown in the parent MLflow run. Returns the markdown."""
+    from models.eval_stage import gain_metrics, load_table
+
+    rows = _stage_rows(pipeline, evaluations, models, stage_runs, cached, ui_base)
+    overall = gain_metrics(
+        load_table(local_path(evaluations["final_rl"].uri)),
+        load_table(local_path(evaluations["cold_start_sft"].uri)),
+        recipe.seed,
+    )
     stats = json.loads((local_path(rejection.uri) / "stats.json").read_text())
+    raised = sorted({f"{r['stage']}: {a}" for r in rows for a in r["alarms"]})
     markdown = (
         f"# R1 pipeline `{recipe.name}`: {pipeline.flow_run_name}\n\n"
         f"Held-out evaluation ({int(rows[0]['eval/num_prompts'])} prompts, k={int(rows[0]['eval/k'])}, "
-        f"T={recipe.evaluation.temperature}, top-p={recipe.evaluation.top_p}):\n\n{_table(rows)}\n\n"
+        f"T={recipe.evaluation.temperature}, top-p={recipe.evaluation.top_p}; gains are paired bootstrap "
+        f"intervals over the same prompts):\n\n{_table(rows)}\n\n"
+        f"final_rl over cold_start_sft: pass@1 {_interval(overall, 'eval/pass_at_1_gain')}.\n\n"
+        f"Reward-hacking alarms: {'; '.join(raised) if raised else 'none'}.\n\n"
         f"Rejection sampling: kept {stats['kept']} of {stats['sampled']} samples "
         f"({stats['prompts_covered']} of {stats['prompts']} prompts covered).\n\n"
-        f"Registered model: `{recipe.model.registered_name}` version {version} (alias `candidate`).\n\n"
+        f"Registered model: `{recipe.model.registered_name}` version {version}; {promotion}.\n\n"
         f"MLflow parent run: [{pipeline.parent_run_id[:8]}]({ui_base}/#/experiments/{pipeline.experiment_id}/runs/"
         f"{pipeline.parent_run_id})\n"
     )
     create_markdown_artifact(markdown, key="r1-pipeline-summary", description=f"R1 pipeline {recipe.name}")
     mlflow_client = client()
-    columns = {key: [r[key] for r in rows] for key in ("stage", *EVAL_COLUMNS, "cached", "run_id")}
-    mlflow_client.log_table(pipeline.parent_run_id, columns, "summary/stages.json")
+    columns = ("stage", *EVAL_COLUMNS, "eval/pass_at_1_ci_low", "eval/pass_at_1_ci_high", "cached", "run_id")
+    table = {key: [r.get(key) for r in rows] for key in columns}
+    table["alarms"] = [", ".join(r["alarms"]) for r in rows]
+    mlflow_client.log_table(pipeline.parent_run_id, table, "summary/stages.json")
     mlflow_client.log_text(pipeline.parent_run_id, markdown, "summary/summary.md")
+    for key, value in overall.items():
+        mlflow_client.log_metric(pipeline.parent_run_id, key.replace("eval/", "eval/final_vs_cold_start_"), value)
+    _log_figures(pipeline, rows, {s: stage_runs[s] for s in ("reasoning_rl", "final_rl")})
     return markdown

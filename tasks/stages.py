@@ -51,15 +51,13 @@ def run_stage(stage: str, recipe: Recipe, inputs: dict[str, Artifact], pipeline:
 
 @task(cache_key_fn=task_cache_key, persist_result=True, retries=1, log_prints=True)
 def evaluate(stage: str, recipe: Recipe, inputs: dict[str, Artifact], pipeline: PipelineRun) -> Artifact:
-    """pass@1 / cons@k of inputs['model'] on the held-out split, logged into the run of the stage that made it
-    (the base model gets a `base_model` run). Cache invalidated by the model's fingerprint or the eval config."""
+    """pass@1 / cons@k of inputs['model'] on the held-out split (and its paired gain over inputs['baseline'], an
+    earlier evaluation), logged into the run of the stage that made the model; a model no stage of this pipeline
+    made (the base, a champion) gets a run named after its record's stage. Cache invalidated by the model's and
+    baseline's fingerprints or the evaluation config."""
     model = inputs["model"]
-    run_id = model.mlflow_run_id or start_child_run(
-        pipeline.experiment_id,
-        pipeline.parent_run_id,
-        "base_model",
-        {"stage": "base_model", "pipeline": recipe.name},
-    )
+    tags = {"stage": model.stage, "pipeline": recipe.name}
+    run_id = model.mlflow_run_id or start_child_run(pipeline.experiment_id, pipeline.parent_run_id, model.stage, tags)
     return _run_in_process(stage, recipe, inputs, run_id)
 
 

@@ -161,4 +161,47 @@ def test_second_run_reuses_every_stage(first, second):
 
 
 def test_changing_final_rl_reruns_only_final_rl(third):
-    assert third["cached"] == {stage: stage != "final_rl" for stage in STAGES}
+    assert {stage: third["cached"][stage] for stage in STAGES} == {stage: stage != "final_rl" for stage in STAGES}
+    assert third["cached"]["base_model"]
+
+
+def test_promotion_gate_decides_every_run(first, second, third):
+    assert first["promotion"].startswith("promoted to champion: first champion")
+    assert second["promotion"].startswith("promoted to champion: already champion")
+    assert "on the same held-out set" in third["promotion"]
+    from models.tracking import client
+
+    assert client().get_run(third["parent_run_id"]).data.tags["promotion"] == third["promotion"]
+
+
+@pytest.mark.parametrize("stage", ["cold_start_sft", "reasoning_rl", "supervised_merge", "final_rl"])
+def test_stage_runs_hold_intervals_and_paired_gain(first, stage):
+    metrics = _children(first["parent_run_id"], first["experiment_id"])[stage].data.metrics
+    assert metrics["eval/pass_at_1_ci_low"] <= metrics["eval/pass_at_1"] <= metrics["eval/pass_at_1_ci_high"]
+    assert (
+        metrics["eval/pass_at_1_gain_ci_low"]
+        <= metrics["eval/pass_at_1_gain"]
+        <= metrics["eval/pass_at_1_gain_ci_high"]
+    )
+
+
+@pytest.mark.parametrize("stage", ["reasoning_rl", "final_rl"])
+def test_rl_stages_log_alarms_and_heldout_checks(first, stage):
+    from models.alarms import ALARMS
+    from models.tracking import client
+
+    run = _children(first["parent_run_id"], first["experiment_id"])[stage]
+    assert {f"alarm/{name}" for name in ALARMS} <= set(run.data.metrics)
+    assert client().get_metric_history(run.info.run_id, "heldout_check/pass_at_1")
+
+
+def test_parent_run_holds_comparison_plots_and_overall_gain(first):
+    from models.tracking import client
+
+    paths = {a.path for a in client().list_artifacts(first["parent_run_id"], "plots")}
+    assert paths == {
+        "plots/pass_at_1_by_stage.png",
+        "plots/reasoning_rl_reward_curve.png",
+        "plots/final_rl_reward_curve.png",
+    }
+    assert "eval/final_vs_cold_start_pass_at_1_gain" in client().get_run(first["parent_run_id"]).data.metrics

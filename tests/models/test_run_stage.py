@@ -62,7 +62,7 @@ def chain(tmp_path_factory):
     records["reasoning_rl"] = _run("reasoning_rl", recipe, {"model": records["cold_start_sft"]}, out)
     records["rejection_sampling"] = _run("rejection_sampling", recipe, {"model": records["reasoning_rl"]}, out)
     records["supervised_merge"] = _run(
-        "supervised_merge", recipe, {"base": base, "data": records["rejection_sampling"]}, out
+        "supervised_merge", recipe, {"start": base, "data": records["rejection_sampling"]}, out
     )
     # final_rl starts from the cold-start policy here: a merge SFT on a dozen rows cannot yet write R1's format,
     # and GRPO learns nothing (rightly) when every completion scores 0
