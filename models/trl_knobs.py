@@ -32,7 +32,7 @@ GRPO_DEFAULTS: dict[str, Any] = {
     "per_device_train_batch_size": 64,  # completions per step: 4 prompts x 16 samples
     "num_generations": 16,
     "max_completion_length": 40,
-    "max_steps": 300,
+    "max_steps": 500,
     "temperature": 1.0,
     "beta": 0.001,  # R1: KL coefficient 0.001 (k3 estimator)
     "loss_type": "grpo",
@@ -48,7 +48,7 @@ STAGE_TRAINER = {
     "reasoning_rl": "grpo",
     "final_rl": "grpo",
 }
-FINAL_RL_DEFAULTS: dict[str, Any] = {"temperature": 0.7, "max_steps": 150}
+FINAL_RL_DEFAULTS: dict[str, Any] = {"temperature": 0.7, "max_steps": 300}
 SUPERVISED_MERGE_DEFAULTS: dict[str, Any] = {}
 
 

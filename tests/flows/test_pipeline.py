@@ -28,6 +28,9 @@ SMALL = [
     "final_rl.trl.per_device_train_batch_size=16",
     "final_rl.trl.logging_steps=1",
     "final_rl.general_reward.last_steps=2",
+    "reasoning_rl.alarms.check_every=2",
+    "final_rl.alarms.check_every=2",
+    "data.validation_size=8",
 ]
 
 
@@ -192,7 +195,7 @@ def test_rl_stages_log_alarms_and_heldout_checks(first, stage):
 
     run = _children(first["parent_run_id"], first["experiment_id"])[stage]
     assert {f"alarm/{name}" for name in ALARMS} <= set(run.data.metrics)
-    assert client().get_metric_history(run.info.run_id, "heldout_check/pass_at_1")
+    assert len(client().get_metric_history(run.info.run_id, "heldout_check/pass_at_1")) == 3  # steps 0, 2, 4
 
 
 def test_parent_run_holds_comparison_plots_and_overall_gain(first):
