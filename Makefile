@@ -7,7 +7,7 @@ RECIPE ?=
 OVERRIDES ?=
 STATE ?= .state
 
-.PHONY: demo run eval test test-fast quality base-model ui-prefect ui-mlflow clean
+.PHONY: demo run eval bench-gpu test-gpu test test-fast quality base-model ui-prefect ui-mlflow clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,12 @@ ui-prefect: $(BIN)/.installed
 
 ui-mlflow: $(BIN)/.installed
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(STATE))/mlflow.db
+
+bench-gpu:  ## on a GPU machine, in its own python3 (see README): ours vs stock TRL, GRPO and SFT, one run
+	$(or $(BENCH_PYTHON),python3) -m models.benchmarks.gpu --out $${OUT:-bench-results}
+
+test-gpu:  ## on a GPU machine: a few steps of every stage on the GPU
+	$(or $(BENCH_PYTHON),python3) -m pytest -q -m gpu tests/gpu -p no:cacheprovider
 
 clean:  ## remove the local state (runs, artifacts, caches); keeps the environment
 	rm -rf $(STATE)

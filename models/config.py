@@ -6,12 +6,14 @@ TRL's own knobs pass through `trl:` dicts whose keys and types are checked again
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 STAGES = ("cold_start_sft", "reasoning_rl", "rejection_sampling", "supervised_merge", "final_rl")
 REWARD_NAMES = ("accuracy", "format", "language_consistency")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class Strict(BaseModel):
@@ -152,6 +154,11 @@ class RlStage(Strict):
     )
     trl: dict[str, Any] = Field(default_factory=dict, description="TRL GRPOConfig fields (checked against TRL).")
     alarms: AlarmConfig = Field(default_factory=AlarmConfig, description="Reward-hacking alarms.")
+    rollout: Literal["static_cache", "hf_generate"] = Field(
+        "static_cache",
+        description="How completions are sampled when vLLM is off: static_cache (compiled static-KV-cache decoding, "
+        "same sampling as HF generate, much faster) or hf_generate (TRL's stock path).",
+    )
 
     @field_validator("rewards")
     @classmethod
@@ -176,6 +183,38 @@ class RejectionSamplingStage(SamplingConfig):
     drop_code_blocks: bool = Field(True, description="Drop reasoning that contains ``` code blocks.")
 
 
+class LaunchConfig(Strict):
+    num_processes: int = Field(
+        1,
+        ge=1,
+        description="Processes of each training stage (one per GPU); 1: plain `python -m models.run_stage`, more: "
+        "under `accelerate launch` (evaluate and rejection_sampling always run as one process).",
+    )
+    accelerate_config: str | None = Field(
+        None,
+        description="accelerate config YAML (infra/accelerate/ddp.yaml, zero3.yaml, fsdp.yaml; a relative path is "
+        "taken from the project root); None: plain DDP. Used only when num_processes > 1.",
+    )
+    gpus_per_node: int | None = Field(
+        None, ge=1, description="GPUs of the node the recipe is sized for (informational, for cost accounting)."
+    )
+
+    @staticmethod
+    def resolve(source: str) -> Path:
+        """An accelerate config path as an absolute path (a relative one is taken from the project root)."""
+        path = Path(source).expanduser()
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+    @field_validator("accelerate_config")
+    @classmethod
+    def _config_exists(cls, source: str | None) -> str | None:
+        if source is not None and not cls.resolve(source).is_file():
+            raise ValueError(
+                f"no file at '{cls.resolve(source)}'; give an accelerate config YAML such as infra/accelerate/ddp.yaml"
+            )
+        return source
+
+
 class Recipe(Strict):
     name: str = Field("tiny-r1", description="Pipeline name (MLflow experiment and Prefect run names).")
     seed: int = Field(0, description="Seed of data generation and every stage.")
@@ -193,6 +232,10 @@ class Recipe(Strict):
     )
     final_rl: FinalRlStage = Field(default_factory=FinalRlStage, description="Stage 5: GRPO over all scenarios.")
     stage_timeout_s: int = Field(6 * 3600, ge=1, description="Kill a stage process running longer than this.")
+    launch: LaunchConfig = Field(
+        default_factory=LaunchConfig,
+        description="How the training stages are launched: processes (GPUs) and accelerate config; not in cache keys.",
+    )
 
     @model_validator(mode="after")
     def _sources_exist(self) -> Recipe:

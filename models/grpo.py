@@ -93,6 +93,8 @@ def train_grpo(spec: StageSpec, stage: RlStage, start: str, rows: list[dict], ou
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
+    from models.fast_grpo import FastGRPOTrainer
+
     recipe = spec.recipe
     funcs = [REWARDS[name] for name in stage.rewards]
     weights = list(stage.rewards.values())
@@ -109,7 +111,8 @@ def train_grpo(spec: StageSpec, stage: RlStage, start: str, rows: list[dict], ou
         reward_weights=weights,
         **precision_knobs(knobs),
     )
-    trainer = GRPOTrainer(
+    trainer_class = FastGRPOTrainer if stage.rollout == "static_cache" else GRPOTrainer
+    trainer = trainer_class(
         model=model,
         reward_funcs=funcs,
         args=args,

@@ -1,18 +1,25 @@
 """Run one stage in its own process from a spec file written by the Prefect task (or by hand):
 
     python -m models.run_stage spec.json
-    accelerate launch -m models.run_stage spec.json      # several processes / GPUs
+    accelerate launch --multi_gpu --num_processes 8 -m models.run_stage spec.json   # one process per GPU
 
 The output folder appears only when the stage succeeded (written as <output>.partial, stamped, renamed). The
 last stdout line is `R1_RECORD <json>`: the Artifact record the task returns.
+
+Under several processes every rank runs the stage (TRL trains on all of them), but only the main rank creates
+the work folder, attaches to the stage's MLflow run, publishes the output and prints the record; the others wait
+for it at barriers and exit 0.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import sys
+import tempfile
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +28,7 @@ if TYPE_CHECKING:
     from models.stage_io import StageSpec
 
 RECORD_PREFIX = "R1_RECORD "
+log = logging.getLogger(__name__)
 
 
 def _runner(stage: str):
@@ -44,6 +52,23 @@ def _runner(stage: str):
     raise ValueError(f"unknown stage '{stage}'")
 
 
+def _distributed(timeout_s: int):
+    """accelerate's PartialState when launched as several processes (WORLD_SIZE > 1), else None (accelerate is
+    then not imported). It joins the process group before the trainer does, so that the ranks can wait for each
+    other around the stage; on a machine without CUDA the group runs over gloo, as TRL's `use_cpu` will."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(seconds=timeout_s))
+
+
+def _wait_for_everyone(state) -> None:
+    if state is not None:
+        state.wait_for_everyone()
+
+
 def _tracked(spec):
     """The stage's MLflow run as the active run (TRL's MLflow callback then logs into it), or nothing."""
     if not spec.mlflow_run_id:
@@ -56,15 +81,38 @@ def _tracked(spec):
     return mlflow.start_run(run_id=spec.mlflow_run_id)
 
 
-def run(spec: StageSpec) -> Artifact:
+@contextlib.contextmanager
+def _untracked():
+    """A non-main rank logs nothing to MLflow: it has no active run, and a stray mlflow call that does not check
+    for one goes to a throwaway store instead of starting a run in the pipeline's."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory(prefix="r1-rank-mlflow-") as tmp:
+        mlflow.set_tracking_uri(f"sqlite:///{Path(tmp) / 'mlflow.db'}")
+        try:
+            yield None
+        finally:
+            mlflow.end_run()
+
+
+def run(spec: StageSpec) -> Artifact | None:
+    """Run the stage and publish its output; returns the record on the main rank, None on the others."""
     from models.records import local_path, partial_dir, publish
     from models.stage_io import OUTPUT_KIND, scratch_dir, stage_config
     from models.tracking import log_params, package_versions
 
+    state = _distributed(spec.recipe.stage_timeout_s)
+    main = state is None or state.is_main_process
     final = local_path(spec.output)
-    work = partial_dir(final)
+    if main:
+        work = partial_dir(final)
+        if state is not None:
+            log.info("%s: world_size=%d (%s backend)", spec.stage, state.num_processes, state.backend)
+    else:
+        work = final.with_name(final.name + ".partial")  # partial_dir's folder, made by the main rank
+    _wait_for_everyone(state)  # the work folder exists for every rank
     try:
-        with _tracked(spec) as run_:
+        with _tracked(spec) if main else _untracked() as run_:
             if run_ and spec.stage != "evaluate":
                 import mlflow
 
@@ -73,11 +121,18 @@ def run(spec: StageSpec) -> Artifact:
                 mlflow.log_dict(package_versions(), "environment/package_versions.json")
             _runner(spec.stage)(spec, work)
     except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
+        if main:
+            shutil.rmtree(work, ignore_errors=True)
         raise
-    meta = {"stage": spec.stage, "kind": OUTPUT_KIND[spec.stage], "mlflow_run_id": spec.mlflow_run_id}
-    record = publish(work, final, meta)
-    shutil.rmtree(scratch_dir(final), ignore_errors=True)
+    _wait_for_everyone(state)  # every rank has finished writing into the work folder
+    record = None
+    if main:
+        meta = {"stage": spec.stage, "kind": OUTPUT_KIND[spec.stage], "mlflow_run_id": spec.mlflow_run_id}
+        record = publish(work, final, meta)
+        shutil.rmtree(scratch_dir(final), ignore_errors=True)
+    _wait_for_everyone(state)  # the other ranks exit once the output is published
+    if state is not None:
+        state.destroy_process_group()
     return record
 
 
@@ -87,7 +142,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(name)s: %(message)s")
     spec = StageSpec.model_validate_json(Path(sys.argv[1]).read_text())
     record = run(spec)
-    print(RECORD_PREFIX + record.model_dump_json(), flush=True)
+    if record is not None:
+        print(RECORD_PREFIX + record.model_dump_json(), flush=True)
 
 
 if __name__ == "__main__":

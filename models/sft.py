@@ -53,6 +53,8 @@ def merged_rows(verified: list[dict], non_reasoning: list[dict], ratio: float, s
 
 
 def _log_dataset(rows: list[dict], name: str) -> None:
+    if not mlflow.active_run():
+        return
     import pandas as pd
 
     mlflow.log_input(mlflow.data.from_pandas(pd.DataFrame(rows), name=name), context="training")
@@ -75,7 +77,8 @@ def run_supervised_merge(spec: StageSpec, out: Path) -> dict:
     verified = [json.loads(line) for line in (data_dir / "data.jsonl").read_text().splitlines() if line]
     rows = merged_rows(verified, load_rows(recipe.data.non_reasoning), stage.non_reasoning_ratio, recipe.seed)
     _log_dataset(rows, "supervised_merge")
-    mlflow.log_metrics({"data/reasoning_rows": len(verified), "data/total_rows": len(rows)})
+    if mlflow.active_run():
+        mlflow.log_metrics({"data/reasoning_rows": len(verified), "data/total_rows": len(rows)})
     start = spec.inputs["start"].uri
     log.info("supervised_merge: %d rows (%d verified reasoning), starting from %s", len(rows), len(verified), start)
     knobs = resolved_knobs("supervised_merge", stage.trl)

@@ -56,6 +56,7 @@ def test_is_heldout_is_a_stable_bucket_of_the_requested_share():
 def test_build_splits_sizes(splits):
     assert {name: len(problems) for name, problems in splits.items()} == {
         "eval": 20,
+        "validation": 64,
         "cold_start": 30,
         "rl": 50,
     }

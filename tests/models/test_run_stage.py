@@ -54,6 +54,10 @@ def _run(stage: str, recipe, inputs: dict[str, Artifact], out: Path) -> Artifact
 def chain(tmp_path_factory):
     """All five stages and an evaluation, each from an earlier one's record (as the flow chains them)."""
     out = tmp_path_factory.mktemp("stages")
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")  # where a stray, unguarded log call would land
     recipe = load_recipe(None, SMALL)
     base_dir = resolve_source(recipe.model.base)
     base = Artifact(uri=base_dir, fingerprint=fingerprint_dir(Path(base_dir)), stage="base_model", kind="model")
@@ -68,7 +72,17 @@ def chain(tmp_path_factory):
     # and GRPO learns nothing (rightly) when every completion scores 0
     records["final_rl"] = _run("final_rl", recipe, {"model": records["cold_start_sft"]}, out)
     records["evaluate"] = _run("evaluate", recipe, {"model": records["final_rl"]}, out)
-    return records
+    yield records
+    mlflow.set_tracking_uri(previous)
+
+
+def test_stages_without_a_run_id_log_nothing(chain):
+    from mlflow.tracking import MlflowClient
+
+    out = Path(chain["cold_start_sft"].uri).parent
+    mlflow_client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    experiments = [e.experiment_id for e in mlflow_client.search_experiments()]
+    assert mlflow_client.search_runs(experiments) == []
 
 
 @pytest.mark.parametrize(

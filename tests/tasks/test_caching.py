@@ -70,7 +70,9 @@ def test_stage_key_ignores_what_stages_do_not_use(base):
 
 def test_stage_key_default_knobs_written_out_are_the_same_key(base):
     # writing a project default explicitly resolves to the same TRL knobs, hence the same key
-    explicit = load_recipe(None, ["reasoning_rl.trl.max_steps=300"])
+    from models.trl_knobs import GRPO_DEFAULTS
+
+    explicit = load_recipe(None, [f"reasoning_rl.trl.max_steps={GRPO_DEFAULTS['max_steps']}"])
     assert stage_key("reasoning_rl", explicit, model_input("aaaa")) == stage_key(
         "reasoning_rl", base, model_input("aaaa")
     )

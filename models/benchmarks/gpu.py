@@ -1,0 +1,380 @@
+"""GPU benchmark: our reasoning_rl and cold_start_sft trainers against stock TRL, side by side in one run.
+
+    make bench-gpu                                   # on the GPU machine; writes $OUT/bench.jsonl and prints a table
+    python -m models.benchmarks.gpu --out results/ --phases grpo sft [--rounds 2]
+
+Both arms get the identical model (a random-init Qwen2 of 372.6M parameters, bf16, local byte-level BPE tokenizer
+of 16,384 tokens: the shape ../shared/bench/BASELINE.md measured), the identical data, group size, completions per
+step, lengths and optimizer settings; arms alternate (stock, ours, stock, ours, ...) so drift hits both. GRPO:
+8 prompts x 8 generations = 64 completions of exactly 256 tokens a step (min_new_tokens), beta 0, TRL's defaults
+otherwise (gradient checkpointing on in both arms). SFT: rows longer than 1,024 tokens truncated to 1,024, batch 32.
+Ours differs only in the levers named in ARMS. Results go to MLflow too when MLFLOW_TRACKING_URI is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+MODEL_SHAPE = dict(
+    hidden_size=896,
+    intermediate_size=4864,
+    num_hidden_layers=24,
+    num_attention_heads=14,
+    num_key_value_heads=2,
+    max_position_embeddings=4096,
+    rope_theta=1_000_000.0,
+    rms_norm_eps=1e-6,
+    tie_word_embeddings=True,
+    hidden_act="silu",
+)
+SYSTEM = (
+    "A conversation between User and Assistant. The Assistant first thinks about the reasoning process and "
+    "then gives the answer, as <think> reasoning </think><answer> answer </answer>."
+)
+PEAK_BF16 = 989e12  # H100/H200 SXM dense bf16, datasheet
+LENGTH, SEQ = 256, 1024  # completion tokens (GRPO), sequence length (SFT); --tiny shrinks them for a CPU smoke run
+GRPO_ARMS = {"stock": dict(), "ours": dict()}  # same GRPOConfig; ours = FastGRPOTrainer (static-cache rollouts)
+SFT_ARMS = {
+    "stock": dict(),  # TRL defaults: activation (gradient) checkpointing on
+    "ours": dict(activation_checkpointing=False, torch_compile=True),
+    "ours_liger": dict(activation_checkpointing=False, use_liger_kernel=True),
+}
+
+
+def words(rng: random.Random, n: int) -> list[str]:
+    syllables = [c + v for c in "bcdfghjklmnprstvwz" for v in ("a", "e", "i", "o", "u", "ai", "ou")]
+    return ["".join(rng.choice(syllables) for _ in range(rng.randint(2, 4))) for _ in range(n)]
+
+
+def problem(rng: random.Random) -> tuple[str, int]:
+    a, b = rng.randint(2, 999), rng.randint(2, 999)
+    return f"What is {a} + {b}? Think step by step.", a + b
+
+
+def text_corpus(rng: random.Random, vocab: list[str], docs: int):
+    for _ in range(docs):
+        question, answer = problem(rng)
+        steps = " ".join(f"Step {k}: {' '.join(rng.choices(vocab, k=5))} {rng.randint(1, 999)}." for k in range(8))
+        yield f"{SYSTEM}\n{question}\n<think> {steps} </think><answer>{answer}</answer>"
+
+
+def build_model(folder: Path, seed: int = 0) -> None:
+    """Byte-level BPE tokenizer (16,384 tokens, ChatML template) + random-init Qwen2 in bf16, saved to `folder`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    rng = random.Random(seed)
+    vocab = words(rng, 6000)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=16384,
+        special_tokens=special,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(text_corpus(rng, vocab, 6000), trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    fast.chat_template = (
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + "
+        "'<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}"
+        "{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    )
+    torch.manual_seed(seed)
+    config = Qwen2Config(
+        vocab_size=len(fast),
+        bos_token_id=None,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+        **MODEL_SHAPE,
+    )
+    Qwen2ForCausalLM(config).to(torch.bfloat16).save_pretrained(folder)
+    fast.save_pretrained(folder)
+
+
+def grpo_rows(n: int, seed: int = 1) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        question, answer = problem(rng)
+        rows.append(
+            {
+                "prompt": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}],
+                "answer": str(answer),
+            }
+        )
+    return rows
+
+
+def sft_rows(n: int, seed: int = 2) -> list[dict]:
+    rng = random.Random(seed)
+    vocab = words(rng, 6000)
+    rows = []
+    for _ in range(n):
+        question, answer = problem(rng)
+        body = " ".join(rng.choices(vocab, k=1400))  # > 1,024 tokens: every row is truncated to max_length
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": question},
+                    {"role": "assistant", "content": f"<think> {body} </think><answer>{answer}</answer>"},
+                ]
+            }
+        )
+    return rows
+
+
+def format_reward(completions, **_) -> list[float]:
+    return [float("<answer>" in c[-1]["content"]) for c in completions]
+
+
+class StepClock:
+    """Wall time between optimizer-step ends, the device synchronised at each end."""
+
+    def __init__(self):
+        from transformers import TrainerCallback
+
+        clock = self
+        self.ends: list[float] = []
+
+        class Callback(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                _sync()
+                clock.ends.append(time.perf_counter())
+
+            def on_train_begin(self, args, state, control, **kwargs):
+                _sync()
+                clock.ends.append(time.perf_counter())
+
+        self.callback = Callback()
+
+    def steps(self, warmup: int) -> list[float]:
+        deltas = [b - a for a, b in zip(self.ends, self.ends[1:], strict=False)]
+        return deltas[warmup:]
+
+
+CUDA = torch.cuda.is_available()
+
+
+def _sync() -> None:
+    if CUDA:
+        torch.cuda.synchronize()
+
+
+def _free() -> None:
+    gc.collect()
+    if CUDA:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_gib() -> float:
+    return torch.cuda.max_memory_allocated() / 2**30 if CUDA else float("nan")
+
+
+def _precision() -> dict:
+    """bf16 on the GPU; a CPU smoke run (--tiny) trains in fp32."""
+    return dict(bf16=True, model_init_kwargs={"dtype": "bfloat16"}) if CUDA else dict(bf16=False, use_cpu=True)
+
+
+def run_grpo(model_dir: Path, arm: str, warmup: int, measured: int) -> dict:
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    from models.fast_grpo import FastGRPOTrainer
+
+    _free()
+    args = GRPOConfig(
+        output_dir=tempfile.mkdtemp(),
+        per_device_train_batch_size=64,
+        num_generations=8,
+        max_completion_length=LENGTH,
+        generation_kwargs={"min_new_tokens": LENGTH},
+        beta=0.0,
+        max_steps=warmup + measured,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        seed=0,
+        **_precision(),
+        **GRPO_ARMS[arm],
+    )
+    clock = StepClock()
+    cls = FastGRPOTrainer if arm == "ours" else GRPOTrainer
+    trainer = cls(
+        model=str(model_dir),
+        reward_funcs=[format_reward],
+        args=args,
+        train_dataset=Dataset.from_list(grpo_rows(2000)),
+        processing_class=AutoTokenizer.from_pretrained(model_dir, padding_side="left"),
+        callbacks=[clock.callback],
+    )
+    gen_times: list[float] = []
+    original = trainer._generate_single_turn
+
+    def timed(*a, **k):
+        _sync()
+        start = time.perf_counter()
+        out = original(*a, **k)
+        _sync()
+        gen_times.append(time.perf_counter() - start)
+        return out
+
+    trainer._generate_single_turn = timed
+    trainer.train()
+    steps, gens = clock.steps(warmup), gen_times[warmup:]
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    completion_tokens = 64 * LENGTH
+    params = sum(p.numel() for p in trainer.model.parameters())
+    step = statistics.median(steps)
+    result = dict(
+        bench="grpo",
+        arm=arm,
+        steps=len(steps),
+        step_s=step,
+        step_s_all=steps,
+        gen_s=statistics.median(gens),
+        gen_tokens_per_s=completion_tokens / statistics.median(gens),
+        train_tokens_per_s=completion_tokens / step,
+        mfu_train=8 * params * completion_tokens / step / PEAK_BF16,
+        peak_gib=_peak_gib(),
+        losses=[h["loss"] for h in history],
+        rewards=[h.get("reward") for h in history],
+    )
+    del trainer
+    return result
+
+
+def run_sft(model_dir: Path, arm: str, warmup: int, measured: int) -> dict:
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    _free()
+    arm_knobs = {k: v for k, v in SFT_ARMS[arm].items() if CUDA or k != "use_liger_kernel"}
+    args = SFTConfig(
+        output_dir=tempfile.mkdtemp(),
+        per_device_train_batch_size=32,
+        max_length=SEQ,
+        max_steps=warmup + measured,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        seed=0,
+        learning_rate=1e-5,
+        **_precision(),
+        **arm_knobs,
+    )
+    clock = StepClock()
+    trainer = SFTTrainer(
+        model=str(model_dir),
+        args=args,
+        train_dataset=Dataset.from_list(sft_rows(32 * (warmup + measured))),
+        callbacks=[clock.callback],
+    )
+    trainer.train()
+    steps = clock.steps(warmup)
+    tokens = 32 * SEQ
+    params = sum(p.numel() for p in trainer.model.parameters())
+    step = statistics.median(steps)
+    result = dict(
+        bench="sft",
+        arm=arm,
+        steps=len(steps),
+        step_s=step,
+        step_s_all=steps,
+        tokens_per_s=tokens / step,
+        mfu=6 * params * tokens / step / PEAK_BF16,
+        peak_gib=_peak_gib(),
+        losses=[h["loss"] for h in trainer.state.log_history if "loss" in h],
+    )
+    del trainer
+    return result
+
+
+def table(results: list[dict]) -> str:
+    """Medians per bench and arm, and each arm's ratio to stock."""
+    lines = []
+    for bench, rate in (("grpo", "train_tokens_per_s"), ("sft", "tokens_per_s")):
+        ok = [r for r in results if r["bench"] == bench and "error" not in r]
+        arms = {a: [r for r in ok if r["arm"] == a] for a in sorted({r["arm"] for r in ok})}
+        if "stock" not in arms:
+            continue
+        med = {
+            a: {k: statistics.median(r[k] for r in rs) for k, v in rs[0].items() if isinstance(v, float)}
+            for a, rs in arms.items()
+        }
+        for arm in (a for a in arms if a != "stock"):
+            pairs = [
+                f"{k} {med['stock'][k]:.4g} -> {med[arm][k]:.4g} ({med[arm][k] / med['stock'][k]:.2f}x)"
+                for k in med["stock"]
+                if k in med[arm]
+            ]
+            lines.append(f"{bench} stock -> {arm}: " + " | ".join(pairs))
+            lines.append(f"{bench} THROUGHPUT RATIO {arm}/stock = {med[arm][rate] / med['stock'][rate]:.2f}x")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench-results")))
+    parser.add_argument("--phases", nargs="+", default=["grpo", "sft"])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--arms", nargs="+", default=["stock", "ours", "ours_liger"])
+    parser.add_argument("--tiny", action="store_true", help="a tiny model and lengths: a smoke run of the code paths")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.tiny:
+        global LENGTH, SEQ
+        LENGTH, SEQ = 8, 64
+        MODEL_SHAPE.update(
+            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+        )
+    model_dir = Path(tempfile.mkdtemp()) / "qwen2-372m"
+    build_model(model_dir)
+    results = []
+    runners = (
+        {"grpo": (run_grpo, 1, 1), "sft": (run_sft, 1, 2)}
+        if args.tiny
+        else {"grpo": (run_grpo, 2, 4), "sft": (run_sft, 3, 8)}
+    )
+    for round_ in range(args.rounds):  # stock and ours alternate inside every round
+        for phase in args.phases:
+            runner, warmup, measured = runners[phase]
+            for arm in (a for a in args.arms if a in (GRPO_ARMS if phase == "grpo" else SFT_ARMS)):
+                try:
+                    result = runner(model_dir, arm, warmup, measured)
+                except Exception as err:  # noqa: BLE001 - a failed arm is reported, the others still run
+                    result = dict(bench=phase, arm=arm, error=f"{type(err).__name__}: {err}"[:1500])
+                result["round"] = round_
+                results.append(result)
+                print("RESULT", json.dumps(result), flush=True)
+                with (args.out / "bench.jsonl").open("a") as f:
+                    f.write(json.dumps(result) + "\n")
+    summary = table(results)
+    print(summary)
+    (args.out / "summary.txt").write_text(summary + "\n")
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        import mlflow
+
+        with mlflow.start_run(run_name="bench-gpu"):
+            mlflow.log_dict({"results": results}, "bench.json")
+            mlflow.log_text(summary, "summary.txt")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""The multi-GPU path, run on the CPU: cold_start_sft then reasoning_rl, each as 2 processes (gloo) under
+`accelerate launch`, through the same launcher as the Prefect task (tasks/launch.launch with a StageSpec). Both
+ranks train, only the main one publishes, prints the record and logs to MLflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.factory import load_model, resolve_source
+from models.recipe import load_recipe
+from models.records import STAMP, Artifact, fingerprint_dir, local_path
+from models.run_stage import RECORD_PREFIX
+from models.stage_io import StageSpec
+from tasks.launch import launch
+
+pytestmark = pytest.mark.slow
+
+TWO_PROCESSES = [
+    "launch.num_processes=2",
+    "data.eval_size=10",
+    "data.validation_size=8",
+    "data.cold_start_size=200",
+    "data.rl_pool_size=32",
+    "cold_start_sft.trl.per_device_train_batch_size=4",  # per process: 2 epochs x 200 rows / (2 x 4) = 50 steps
+    "cold_start_sft.trl.logging_steps=1",
+    "reasoning_rl.trl.max_steps=2",
+    "reasoning_rl.trl.num_generations=8",
+    "reasoning_rl.trl.per_device_train_batch_size=8",  # per process: 2 x 8 = 16 completions = 2 prompts x 8
+    "reasoning_rl.trl.logging_steps=1",
+    "reasoning_rl.alarms.check_every=0",
+]
+
+
+def _weights(uri: str) -> dict[str, torch.Tensor]:
+    model, _ = load_model(uri)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _changed(before: str, after: str) -> bool:
+    a, b = _weights(before), _weights(after)
+    return any(not torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory):
+    """{stage: (record, output lines, mlflow run id, start record)} for both stages, chained like the flow."""
+    tmp = tmp_path_factory.mktemp("multiprocess")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("R1_STATE_DIR", str(tmp / "state"))
+        env.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
+        from models.tracking import client, ensure_experiment
+
+        experiment = ensure_experiment("multiprocess")
+        recipe = load_recipe(None, TWO_PROCESSES)
+        base_dir = resolve_source(recipe.model.base)
+        start = Artifact(uri=base_dir, fingerprint=fingerprint_dir(Path(base_dir)), stage="base_model", kind="model")
+        results = {}
+        for stage, input_name in (("cold_start_sft", "base"), ("reasoning_rl", "model")):
+            run_id = client().create_run(experiment, run_name=stage).info.run_id
+            spec = StageSpec(
+                stage=stage,
+                recipe=recipe,
+                inputs={input_name: start},
+                output=str(tmp / "out" / stage / "key"),
+                mlflow_run_id=run_id,
+            )
+            lines: list[str] = []
+            record, output = launch(spec, lines.append, timeout_s=600)
+            assert output == lines
+            results[stage] = (record, lines, run_id, start)
+            start = record
+        yield results, client(), experiment
+
+
+@pytest.mark.parametrize("stage", ["cold_start_sft", "reasoning_rl"])
+def test_stage_trains_on_two_processes_and_publishes_once(launched, stage):
+    results, _, _ = launched
+    record, lines, _, start = results[stage]
+    folder = local_path(record.uri)
+    assert (folder / STAMP).is_file()
+    assert (folder / "model.safetensors").is_file()
+    assert record.fingerprint == fingerprint_dir(folder)
+    assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]  # no .partial, no .trainer left
+    assert sum(line.startswith(RECORD_PREFIX) for line in lines) == 1
+    assert any(f"{stage}: world_size=2" in line for line in lines)
+    assert _changed(start.uri, record.uri)
+
+
+@pytest.mark.parametrize("stage", ["cold_start_sft", "reasoning_rl"])
+def test_only_the_main_rank_logs_to_mlflow(launched, stage):
+    results, mlflow_client, experiment = launched
+    _, _, run_id, _ = results[stage]
+    run = mlflow_client.get_run(run_id)
+    assert any(key.startswith(f"config.{stage}.trl.") for key in run.data.params)
+    steps = [m.step for m in mlflow_client.get_metric_history(run_id, "loss")]
+    assert steps and len(steps) == len(set(steps))  # one series, not one per rank
+    runs = mlflow_client.search_runs([experiment, "0"])
+    assert sorted(r.info.run_name for r in runs) == ["cold_start_sft", "reasoning_rl"]  # no stray run of rank 1
+
+
+class _Cancel(Exception):
+    pass
+
+
+def test_a_cancelled_launch_kills_every_rank(tmp_path, monkeypatch):
+    """torchrun starts each rank in a session of its own: cancelling (or a timeout) must still kill them all."""
+    import psutil
+
+    marker = f"r1-test-{tmp_path.name}"
+    monkeypatch.setenv("R1_TEST_MARKER", marker)  # inherited by the launcher and every rank
+    monkeypatch.setenv("R1_STATE_DIR", str(tmp_path / "state"))
+
+    def cancel_once_both_ranks_run(line: str) -> None:
+        if "cold_start_sft: world_size=2" in line:  # the process group is up: both ranks exist
+            raise _Cancel
+
+    recipe = load_recipe(None, TWO_PROCESSES)
+    base_dir = resolve_source(recipe.model.base)
+    base = Artifact(uri=base_dir, fingerprint=fingerprint_dir(Path(base_dir)), stage="base_model", kind="model")
+    output = tmp_path / "out" / "cold_start_sft"
+    spec = StageSpec(stage="cold_start_sft", recipe=recipe, inputs={"base": base}, output=str(output))
+    with pytest.raises(_Cancel):
+        launch(spec, cancel_once_both_ranks_run, timeout_s=600)
+
+    def alive_with_marker(proc: psutil.Process) -> bool:
+        try:
+            return proc.status() != psutil.STATUS_ZOMBIE and proc.environ().get("R1_TEST_MARKER") == marker
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            return False
+
+    assert [p.pid for p in psutil.process_iter() if alive_with_marker(p)] == []
+    assert not output.exists()
