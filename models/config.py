@@ -195,6 +195,9 @@ class LaunchConfig(Strict):
         description="accelerate config YAML (infra/accelerate/ddp.yaml, zero3.yaml, fsdp.yaml; a relative path is "
         "taken from the project root); None: plain DDP. Used only when num_processes > 1.",
     )
+    gpu_hour_usd: float = Field(
+        2.0, ge=0, description="Price of one GPU-hour for the cost estimate (R1's Table 7: H800 at $2/GPU-hour)."
+    )
     gpus_per_node: int | None = Field(
         None, ge=1, description="GPUs of the node the recipe is sized for (informational, for cost accounting)."
     )

@@ -126,12 +126,17 @@ def train_grpo(spec: StageSpec, stage: RlStage, start: str, rows: list[dict], ou
         mlflow.log_input(mlflow.data.from_pandas(prompts, name=f"{spec.stage}_prompts"), context="training")
     if general:
         trainer.add_callback(GeneralRewardSchedule(trainer, len(funcs) - 1, general[1], general[2]))
-    alarms = RewardHackingAlarms(stage.alarms, validation_check(spec, tokenizer))
+    sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled
+    main = trainer.accelerator.is_main_process
+    # generating outside TRL's own rollout on sharded weights would hang the ranks: no held-out checks there
+    alarm_cfg = stage.alarms.model_copy(update={"check_every": 0}) if sharded else stage.alarms
+    alarms = RewardHackingAlarms(alarm_cfg, validation_check(spec, tokenizer))
     trainer.add_callback(alarms)
     result = trainer.train()
     trainer.save_model(str(out))
-    tokenizer.save_pretrained(str(out))
-    alarms.write(out)
+    if main:
+        tokenizer.save_pretrained(str(out))
+        alarms.write(out)
     if mlflow.active_run():
         reward_keys = ["reward"] + [
             k for k in trainer.state.log_history[0] if k.startswith("rewards/") and k.endswith("/mean")
@@ -142,7 +147,8 @@ def train_grpo(spec: StageSpec, stage: RlStage, start: str, rows: list[dict], ou
             f"plots/{spec.stage}_reward_curve.png",
             f"{spec.stage}: rewards",
         )
-        _log_samples(trainer.model, tokenizer, rows, rule_funcs, args.temperature, recipe.seed)
+        if not sharded:
+            _log_samples(trainer.model, tokenizer, rows, rule_funcs, args.temperature, recipe.seed)
     return result.metrics
 
 

@@ -19,6 +19,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -119,7 +120,19 @@ def run(spec: StageSpec) -> Artifact | None:
                 log_params(stage_config(spec.recipe, spec.stage))
                 mlflow.log_dict(spec.recipe.model_dump(), "recipe/resolved_recipe.json")
                 mlflow.log_dict(package_versions(), "environment/package_versions.json")
+            started = time.monotonic()
             _runner(spec.stage)(spec, work)
+            if run_:
+                import mlflow
+
+                from models.cost import gpus_in_use, stage_cost
+
+                world = state.num_processes if state is not None else 1
+                mlflow.log_metrics(
+                    stage_cost(
+                        spec.stage, time.monotonic() - started, gpus_in_use(world), spec.recipe.launch.gpu_hour_usd
+                    )
+                )
     except BaseException:
         if main:
             shutil.rmtree(work, ignore_errors=True)

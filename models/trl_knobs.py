@@ -105,7 +105,13 @@ def coerce_recipe_knobs(tree: Any) -> Any:
     return tree
 
 
+VLLM_MODES = ("colocate", "server")
+
+
 def check_knobs(recipe: Any) -> None:
-    """The project's defaults merged with the recipe's knobs must be valid too."""
+    """The project's defaults merged with the recipe's knobs must be valid too; vLLM generation (TRL's colocate or
+    server mode, where vLLM is installed) must name a mode TRL has."""
     for stage in STAGE_TRAINER:
-        coerce_knobs(stage, resolved_knobs(stage, getattr(recipe, stage).trl))
+        knobs = coerce_knobs(stage, resolved_knobs(stage, getattr(recipe, stage).trl))
+        if knobs.get("use_vllm") and knobs.get("vllm_mode", "colocate") not in VLLM_MODES:
+            raise ValueError(f"{stage}.trl.vllm_mode: '{knobs['vllm_mode']}' is not one of {', '.join(VLLM_MODES)}")

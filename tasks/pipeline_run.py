@@ -66,7 +66,7 @@ def link_if_cached(pipeline: PipelineRun, stage: str, record: Artifact) -> str:
         {"stage": stage, "cached": "true", "origin_run_id": origin.info.run_id},
     )
     for key, value in origin.data.metrics.items():
-        if key.startswith(("eval/", "rejection/")):
+        if key.startswith(("eval/", "rejection/", "cost/")):
             mlflow_client.log_metric(run_id, key, value)
     mlflow_client.set_terminated(run_id, "FINISHED")
     return run_id

@@ -72,6 +72,25 @@ def _table(rows: list[dict]) -> str:
     )
 
 
+def _costs(recipe: Recipe, pipeline: PipelineRun, stage_runs: dict[str, str]) -> list[dict]:
+    """GPU-hours and cost per phase from the stage runs; logged into the parent run as a table and totals."""
+    from models.cost import cost_table
+
+    mlflow_client = client()
+    rows = cost_table({stage: mlflow_client.get_run(run_id).data.metrics for stage, run_id in stage_runs.items()})
+    mlflow_client.log_table(pipeline.parent_run_id, {k: [r[k] for r in rows] for k in rows[0]}, "summary/cost.json")
+    for key in ("gpu_hours", "usd", "wall_s"):
+        mlflow_client.log_metric(pipeline.parent_run_id, f"cost/total_{key}", rows[-1][key])
+    return rows
+
+
+def _cost_table(rows: list[dict]) -> str:
+    head = "| phase | GPU-hours | cost (USD) | wall (s) |\n|---|---|---|---|\n"
+    return head + "\n".join(
+        f"| {r['phase']} | {r['gpu_hours']:.3f} | {r['usd']:.2f} | {r['wall_s']:.0f} |" for r in rows
+    )
+
+
 def _alarms(model: Artifact | None) -> list[str]:
     path = local_path(model.uri) / "alarms.json" if model else None
     return sorted(json.loads(path.read_text())) if path and path.is_file() else []
@@ -142,6 +161,7 @@ def summarize(
     )
     stats = json.loads((local_path(rejection.uri) / "stats.json").read_text())
     raised = sorted({f"{r['stage']}: {a}" for r in rows for a in r["alarms"]})
+    costs = _costs(recipe, pipeline, stage_runs)
     markdown = (
         f"# R1 pipeline `{recipe.name}`: {pipeline.flow_run_name}\n\n"
         f"Held-out evaluation ({int(rows[0]['eval/num_prompts'])} prompts, k={int(rows[0]['eval/k'])}, "
@@ -152,6 +172,8 @@ def summarize(
         f"Rejection sampling: kept {stats['kept']} of {stats['sampled']} samples "
         f"({stats['prompts_covered']} of {stats['prompts']} prompts covered).\n\n"
         f"Registered model: `{recipe.model.registered_name}` version {version}; {promotion}.\n\n"
+        f"Compute (R1 Table 7 style; ${recipe.launch.gpu_hour_usd:g}/GPU-hour; cached stages at their original "
+        f"cost):\n\n{_cost_table(costs)}\n\n"
         f"MLflow parent run: [{pipeline.parent_run_id[:8]}]({ui_base}/#/experiments/{pipeline.experiment_id}/runs/"
         f"{pipeline.parent_run_id})\n"
     )

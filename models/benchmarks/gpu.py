@@ -189,7 +189,7 @@ def _precision() -> dict:
     return dict(bf16=True, model_init_kwargs={"dtype": "bfloat16"}) if CUDA else dict(bf16=False, use_cpu=True)
 
 
-def run_grpo(model_dir: Path, arm: str, warmup: int, measured: int) -> dict:
+def run_grpo(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=()) -> dict:
     from datasets import Dataset
     from transformers import AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
@@ -221,7 +221,7 @@ def run_grpo(model_dir: Path, arm: str, warmup: int, measured: int) -> dict:
         args=args,
         train_dataset=Dataset.from_list(grpo_rows(2000)),
         processing_class=AutoTokenizer.from_pretrained(model_dir, padding_side="left"),
-        callbacks=[clock.callback],
+        callbacks=[clock.callback, *callbacks],
     )
     gen_times: list[float] = []
     original = trainer._generate_single_turn
@@ -259,7 +259,7 @@ def run_grpo(model_dir: Path, arm: str, warmup: int, measured: int) -> dict:
     return result
 
 
-def run_sft(model_dir: Path, arm: str, warmup: int, measured: int) -> dict:
+def run_sft(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=()) -> dict:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -284,7 +284,7 @@ def run_sft(model_dir: Path, arm: str, warmup: int, measured: int) -> dict:
         model=str(model_dir),
         args=args,
         train_dataset=Dataset.from_list(sft_rows(32 * (warmup + measured))),
-        callbacks=[clock.callback],
+        callbacks=[clock.callback, *callbacks],
     )
     trainer.train()
     steps = clock.steps(warmup)
@@ -304,6 +304,27 @@ def run_sft(model_dir: Path, arm: str, warmup: int, measured: int) -> dict:
     )
     del trainer
     return result
+
+
+def profile_step(model_dir: Path, bench: str, arm: str, out: Path) -> str:
+    """CUDA-time breakdown of two steps after warm-up (torch.profiler), top kernels: where the time goes."""
+    from torch.profiler import ProfilerActivity, profile, schedule
+    from transformers import TrainerCallback
+
+    prof = profile(
+        activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], schedule=schedule(wait=2, warmup=1, active=2)
+    )
+
+    class Step(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            prof.step()
+
+    runner = run_sft if bench == "sft" else run_grpo
+    with prof:
+        runner(model_dir, arm, warmup=3, measured=2, callbacks=[Step()])
+    text = prof.key_averages().table(sort_by="cuda_time_total", row_limit=20, max_name_column_width=60)
+    (out / f"profile_{bench}_{arm}.txt").write_text(text)
+    return text
 
 
 def table(results: list[dict]) -> str:
@@ -335,6 +356,7 @@ def main() -> None:
     parser.add_argument("--phases", nargs="+", default=["grpo", "sft"])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--arms", nargs="+", default=["stock", "ours", "ours_liger"])
+    parser.add_argument("--profile", nargs="*", default=[], metavar="BENCH:ARM", help="e.g. sft:ours_liger grpo:ours")
     parser.add_argument("--tiny", action="store_true", help="a tiny model and lengths: a smoke run of the code paths")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -368,6 +390,9 @@ def main() -> None:
     summary = table(results)
     print(summary)
     (args.out / "summary.txt").write_text(summary + "\n")
+    for spec in args.profile:
+        bench, arm = spec.split(":")
+        print(profile_step(model_dir, bench, arm, args.out))
     if os.environ.get("MLFLOW_TRACKING_URI"):
         import mlflow
 

@@ -207,4 +207,7 @@ def test_parent_run_holds_comparison_plots_and_overall_gain(first):
         "plots/reasoning_rl_reward_curve.png",
         "plots/final_rl_reward_curve.png",
     }
-    assert "eval/final_vs_cold_start_pass_at_1_gain" in client().get_run(first["parent_run_id"]).data.metrics
+    metrics = client().get_run(first["parent_run_id"]).data.metrics
+    assert "eval/final_vs_cold_start_pass_at_1_gain" in metrics
+    assert metrics["cost/total_wall_s"] > 0 and metrics["cost/total_gpu_hours"] == 0.0  # a CPU run holds no GPU
+    assert "summary/cost.json" in {a.path for a in client().list_artifacts(first["parent_run_id"], "summary")}

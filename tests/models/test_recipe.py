@@ -188,3 +188,14 @@ def test_cli_check_bad_recipe_exits_2_and_writes_nothing(tmp_path, name):
     assert expected_substring(source) in lines[0]
     assert result.stdout == ""
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == [Path(name)]
+
+
+@pytest.mark.parametrize("mode", ["colocate", "server"])
+def test_vllm_generation_is_expressible(mode):
+    recipe = load_recipe(None, ["reasoning_rl.trl.use_vllm=true", f"reasoning_rl.trl.vllm_mode={mode}"])
+    assert recipe.reasoning_rl.trl["vllm_mode"] == mode
+
+
+def test_unknown_vllm_mode_is_refused():
+    with pytest.raises(RecipeError, match="reasoning_rl.trl.vllm_mode"):
+        load_recipe(None, ["reasoning_rl.trl.use_vllm=true", "reasoning_rl.trl.vllm_mode=remote"])
