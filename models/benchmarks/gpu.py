@@ -174,6 +174,7 @@ def _sync() -> None:
 
 
 def _free() -> None:
+    torch._dynamo.reset()  # each arm is a fresh training run: no compiled code carried over from the last one
     gc.collect()
     if CUDA:
         torch.cuda.empty_cache()
