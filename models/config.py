@@ -129,7 +129,7 @@ class GeneralReward(Strict):
     )
     weight: float = Field(1.0, ge=0, description="Weight of the general reward once it is switched on.")
     last_steps: int = Field(
-        70, ge=0, description="Apply the general reward only in the last N steps (R1: last 400 of 1,700)."
+        140, ge=0, description="Apply the general reward only in the last N steps (R1: last 400 of 1,700)."
     )
 
 

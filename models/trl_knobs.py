@@ -48,7 +48,7 @@ STAGE_TRAINER = {
     "reasoning_rl": "grpo",
     "final_rl": "grpo",
 }
-FINAL_RL_DEFAULTS: dict[str, Any] = {"temperature": 0.7, "max_steps": 300}
+FINAL_RL_DEFAULTS: dict[str, Any] = {"temperature": 0.7, "max_steps": 600}
 SUPERVISED_MERGE_DEFAULTS: dict[str, Any] = {}
 
 

@@ -41,7 +41,7 @@ def test_shipped_recipe_values():
     tiny = load_recipe(REPO / "flows" / "recipes" / "tiny.yaml")
     assert tiny.model.base == "builtin:tiny_base"
     assert tiny.reasoning_rl.trl["num_generations"] == 16
-    assert tiny.final_rl.trl["max_steps"] == 300
+    assert tiny.final_rl.trl["max_steps"] == 600
     big = load_recipe(REPO / "flows" / "recipes" / "qwen2.5-math-1.5b-h800x8.yaml")
     assert big.seed == 42
     assert big.final_rl.general_reward.last_steps == 400
