@@ -211,3 +211,18 @@ def test_parent_run_holds_comparison_plots_and_overall_gain(first):
     assert "eval/final_vs_cold_start_pass_at_1_gain" in metrics
     assert metrics["cost/total_wall_s"] > 0 and metrics["cost/total_gpu_hours"] == 0.0  # a CPU run holds no GPU
     assert "summary/cost.json" in {a.path for a in client().list_artifacts(first["parent_run_id"], "summary")}
+
+
+def test_registered_model_evaluates_on_its_own(first):
+    from flows.evaluate import r1_evaluate
+
+    result = r1_evaluate("models:/r1-e2e@candidate", load_recipe(None, SMALL))
+    final = _children(first["parent_run_id"], first["experiment_id"])["final_rl"].data.metrics
+    # the same model on the same held-out set with the same seed scores the same
+    assert result["metrics"]["eval/pass_at_1"] == final["eval/pass_at_1"]
+    children = _children(result["parent_run_id"], result["experiment_id"])
+    assert set(children) == {"evaluated_model"}
+    from models.tracking import client
+
+    artifacts = client().list_artifacts(children["evaluated_model"].info.run_id, "eval")
+    assert "eval/per_prompt.json" in {a.path for a in artifacts}
