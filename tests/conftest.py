@@ -1,4 +1,5 @@
-"""A real (temporary) Prefect API server for the flow tests, started once per session."""
+"""Shared fixtures: a real (temporary) Prefect API server for the flow tests, the small stage settings the
+stage tests train with, and a weight comparison."""
 
 from __future__ import annotations
 
@@ -11,3 +12,51 @@ def prefect_server():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+# A few steps of every stage on the tiny model: enough for GRPO to see reward variance after the cold start.
+SMALL_STAGES = [
+    "data.eval_size=12",
+    "data.cold_start_size=200",
+    "data.rl_pool_size=32",
+    "evaluation.num_samples=2",
+    "reasoning_rl.trl.max_steps=3",
+    "reasoning_rl.trl.num_generations=8",
+    "reasoning_rl.trl.per_device_train_batch_size=16",
+    "rejection_sampling.num_prompts=12",
+    "final_rl.trl.max_steps=3",
+    "final_rl.trl.num_generations=8",
+    "final_rl.trl.per_device_train_batch_size=16",
+    "final_rl.general_reward.last_steps=1",
+]
+
+
+@pytest.fixture(scope="session")
+def small_stages() -> list[str]:
+    """Recipe overrides for a few steps of every stage."""
+    return list(SMALL_STAGES)
+
+
+def _state_dict(uri: str) -> dict:
+    from models.factory import load_model
+
+    model, _ = load_model(uri)
+    return {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+
+
+@pytest.fixture(scope="session")
+def weights_of():
+    """uri -> the model's weights as float CPU tensors."""
+    return _state_dict
+
+
+@pytest.fixture(scope="session")
+def weights_changed():
+    """(before uri, after uri) -> whether any weight differs."""
+    import torch
+
+    def changed(before: str, after: str) -> bool:
+        a, b = _state_dict(before), _state_dict(after)
+        return any(not torch.equal(a[k], b[k]) for k in a)
+
+    return changed

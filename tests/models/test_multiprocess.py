@@ -7,9 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
-from models.factory import load_model, resolve_source
+from models.factory import resolve_source
 from models.recipe import load_recipe
 from models.records import STAMP, Artifact, fingerprint_dir, local_path
 from models.run_stage import RECORD_PREFIX
@@ -32,16 +31,6 @@ TWO_PROCESSES = [
     "reasoning_rl.trl.logging_steps=1",
     "reasoning_rl.alarms.check_every=0",
 ]
-
-
-def _weights(uri: str) -> dict[str, torch.Tensor]:
-    model, _ = load_model(uri)
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _changed(before: str, after: str) -> bool:
-    a, b = _weights(before), _weights(after)
-    return any(not torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +65,7 @@ def launched(tmp_path_factory):
 
 
 @pytest.mark.parametrize("stage", ["cold_start_sft", "reasoning_rl"])
-def test_stage_trains_on_two_processes_and_publishes_once(launched, stage):
+def test_stage_trains_on_two_processes_and_publishes_once(launched, stage, weights_changed):
     results, _, _ = launched
     record, lines, _, start = results[stage]
     folder = local_path(record.uri)
@@ -86,7 +75,7 @@ def test_stage_trains_on_two_processes_and_publishes_once(launched, stage):
     assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]  # no .partial, no .trainer left
     assert sum(line.startswith(RECORD_PREFIX) for line in lines) == 1
     assert any(f"{stage}: world_size=2" in line for line in lines)
-    assert _changed(start.uri, record.uri)
+    assert weights_changed(start.uri, record.uri)
 
 
 @pytest.mark.parametrize("stage", ["cold_start_sft", "reasoning_rl"])

@@ -7,38 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
-from models.factory import load_model, resolve_source
+from models.factory import resolve_source
 from models.recipe import load_recipe
 from models.records import STAMP, Artifact, fingerprint_dir, local_path
 from models.run_stage import run
 from models.stage_io import StageSpec
-
-SMALL = [
-    "data.eval_size=12",
-    "data.cold_start_size=200",
-    "data.rl_pool_size=24",
-    "evaluation.num_samples=2",
-    "reasoning_rl.trl.max_steps=3",
-    "reasoning_rl.trl.num_generations=8",
-    "reasoning_rl.trl.per_device_train_batch_size=16",
-    "rejection_sampling.num_prompts=12",
-    "final_rl.trl.max_steps=3",
-    "final_rl.trl.num_generations=8",
-    "final_rl.trl.per_device_train_batch_size=16",
-    "final_rl.general_reward.last_steps=1",
-]
-
-
-def _weights(uri: str) -> dict[str, torch.Tensor]:
-    model, _ = load_model(uri)
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _changed(before: str, after: str) -> bool:
-    a, b = _weights(before), _weights(after)
-    return any(not torch.equal(a[k], b[k]) for k in a)
 
 
 def _run(stage: str, recipe, inputs: dict[str, Artifact], out: Path) -> Artifact:
@@ -51,14 +25,14 @@ def _run(stage: str, recipe, inputs: dict[str, Artifact], out: Path) -> Artifact
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory):
+def chain(tmp_path_factory, small_stages):
     """All five stages and an evaluation, each from an earlier one's record (as the flow chains them)."""
     out = tmp_path_factory.mktemp("stages")
     import mlflow
 
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")  # where a stray, unguarded log call would land
-    recipe = load_recipe(None, SMALL)
+    recipe = load_recipe(None, small_stages)
     base_dir = resolve_source(recipe.model.base)
     base = Artifact(uri=base_dir, fingerprint=fingerprint_dir(Path(base_dir)), stage="base_model", kind="model")
     records = {"base": base}
@@ -94,8 +68,8 @@ def test_stages_without_a_run_id_log_nothing(chain):
         ("final_rl", "cold_start_sft"),
     ],
 )
-def test_training_stage_changes_weights(chain, stage, start):
-    assert _changed(chain[start].uri, chain[stage].uri)
+def test_training_stage_changes_weights(chain, stage, start, weights_changed):
+    assert weights_changed(chain[start].uri, chain[stage].uri)
     assert chain[stage].kind == "model"
 
 
@@ -116,8 +90,8 @@ def test_evaluation_reports_r1_metrics(chain):
     assert metrics["eval/heldout_overlap"] == 0.0
 
 
-def test_failed_stage_leaves_no_output(tmp_path):
-    recipe = load_recipe(None, SMALL)
+def test_failed_stage_leaves_no_output(tmp_path, small_stages):
+    recipe = load_recipe(None, small_stages)
     missing = Artifact(uri=str(tmp_path / "nowhere"), fingerprint="x", stage="cold_start_sft", kind="model")
     spec = StageSpec(stage="reasoning_rl", recipe=recipe, inputs={"model": missing}, output=str(tmp_path / "rl"))
     with pytest.raises(Exception, match="nowhere"):
