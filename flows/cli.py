@@ -13,6 +13,7 @@ import re
 import sys
 import time
 
+from models.config import Recipe
 from models.factory import source_problem
 from models.recipe import RecipeError, load_recipe
 from models.storage import default_tracking_uri, state_dir, tracking_uri
@@ -59,7 +60,7 @@ def model_problem(model: str) -> str | None:
     return source_problem(model)
 
 
-def evaluate(model: str, recipe) -> int:
+def evaluate(model: str, recipe: Recipe) -> int:
     from flows.evaluate import r1_evaluate
 
     result = r1_evaluate(model, recipe)
