@@ -7,36 +7,23 @@ make eval MODEL=.state/artifacts/tiny-r1/final_rl/<key> RECIPE=flows/recipes/tin
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from prefect import flow, task
 from prefect.runtime import flow_run
 
 from models.config import Recipe
-from models.factory import resolve_source
-from models.records import Artifact, fingerprint_dir, local_path
-from models.storage import state_dir
+from models.factory import model_record
+from models.records import Artifact, local_path
+from models.tracking import registered_model_dir
 from tasks.pipeline_run import close_pipeline_run, open_pipeline_run
 from tasks.stages import evaluation_of
 
 
 @task
-def model_record(model: str) -> Artifact:
-    """A record for a registry URI (downloaded once into the state folder), a local folder or a hub id."""
-    if model.startswith("models:/"):
-        import mlflow
-
-        from models.tracking import client
-
-        client()  # sets the tracking URI
-        folder = state_dir() / "registry" / model.removeprefix("models:/").replace("@", "/alias-")
-        if not (folder / "config.json").is_file():
-            mlflow.artifacts.download_artifacts(model, dst_path=str(folder))
-        source = str(folder)
-    else:
-        source = resolve_source(model)
-    fingerprint = fingerprint_dir(Path(source)) if Path(source).is_dir() else f"hub-{source}"
-    return Artifact(uri=source, fingerprint=fingerprint, stage="evaluated_model", kind="model")
+def evaluated_model(model: str) -> Artifact:
+    """A record for a registry URI (downloaded once per version into the state folder), a folder or a hub id."""
+    source = str(registered_model_dir(model)) if model.startswith("models:/") else model
+    return model_record(source, "evaluated_model")
 
 
 @flow(name="r1-evaluate", log_prints=True)
@@ -45,7 +32,7 @@ def r1_evaluate(model: str, recipe: Recipe | None = None) -> dict:
     recipe = recipe or Recipe()
     pipeline = open_pipeline_run(recipe, f"evaluate-{flow_run.get_name() or 'local'}", flow_run.get_id() or "")
     try:
-        record = model_record(model)
+        record = evaluated_model(model)
         evaluation = evaluation_of("evaluated_model")("evaluate", recipe, {"model": record}, pipeline)
     except BaseException:
         close_pipeline_run(pipeline, "FAILED")

@@ -59,12 +59,10 @@ class DataConfig(Strict):
     def _rows_exist(cls, source: str | None) -> str | None:
         if source is None:
             return None
-        from pathlib import Path
+        from models.data import rows_file
 
-        from models.data import ASSETS
-
-        path = ASSETS / f"{source.removeprefix('builtin:')}.jsonl" if source.startswith("builtin:") else Path(source)
-        if (source.startswith("builtin:") or path.suffix == ".jsonl") and not path.is_file():
+        path = rows_file(source)
+        if path is not None and not path.is_file():
             raise ValueError(f"no file at '{path}'; give builtin:non_reasoning, a .jsonl file or a hub dataset id")
         return source
 
@@ -197,9 +195,6 @@ class LaunchConfig(Strict):
     )
     gpu_hour_usd: float = Field(
         2.0, ge=0, description="Price of one GPU-hour for the cost estimate (R1's Table 7: H800 at $2/GPU-hour)."
-    )
-    gpus_per_node: int | None = Field(
-        None, ge=1, description="GPUs of the node the recipe is sized for (informational, for cost accounting)."
     )
 
     @staticmethod

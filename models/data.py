@@ -130,12 +130,18 @@ def cold_start_rows(problems: list[Problem]) -> list[dict]:
     return rows
 
 
+def rows_file(source: str) -> Path | None:
+    """The JSONL file a rows source names (`builtin:<name>` is a shipped file), or None for a hub dataset id."""
+    if source.startswith("builtin:"):
+        return ASSETS / f"{source.removeprefix('builtin:')}.jsonl"
+    return Path(source) if Path(source).suffix == ".jsonl" else None
+
+
 def load_rows(source: str) -> list[dict]:
     """prompt/completion rows from `builtin:<name>` (shipped file), a local JSONL file, or a hub dataset id."""
-    if source.startswith("builtin:"):
-        source = str(ASSETS / f"{source.removeprefix('builtin:')}.jsonl")
-    if Path(source).suffix == ".jsonl":
-        return [json.loads(line) for line in Path(source).read_text().splitlines() if line.strip()]
+    path = rows_file(source)
+    if path is not None:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     import datasets
 
     return list(datasets.load_dataset(source, split="train"))

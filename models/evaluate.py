@@ -13,7 +13,7 @@ from collections import Counter
 from models.config import EvalConfig
 from models.data import Problem
 from models.generation import sample
-from models.verifiers import answer_is_correct, language_consistency, parse
+from models.verifiers import answer_is_correct, is_correct, language_consistency, parse
 
 
 def pass_at_1(verdicts: list[list[bool]]) -> float:
@@ -43,7 +43,7 @@ def cons_at_k(voted_correct: list[bool]) -> float:
 def score_prompt(problem: Problem, completions: list[str], language: str) -> dict:
     """Verdicts and statistics of one prompt's samples (one row of the per-prompt table)."""
     parsed = [parse(c) for c in completions]
-    verdicts = [p.well_formed and answer_is_correct(p.answer, problem.entry, problem.answer) for p in parsed]
+    verdicts = [is_correct(p, problem.entry, problem.answer) for p in parsed]
     voted = majority_answer([p.answer for p in parsed])
     return {
         "prompt": problem.prompt if isinstance(problem.prompt, str) else json.dumps(problem.prompt),

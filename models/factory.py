@@ -25,6 +25,15 @@ def source_problem(source: str) -> str | None:
     return None
 
 
+def model_record(source: str, stage: str):
+    """A model to start from as a record: a local folder fingerprinted by content, a hub id by its name."""
+    from models.records import Artifact, fingerprint_dir
+
+    resolved = resolve_source(source)
+    fingerprint = fingerprint_dir(Path(resolved)) if Path(resolved).is_dir() else f"hub-{resolved}"
+    return Artifact(uri=resolved, fingerprint=fingerprint, stage=stage, kind="model")
+
+
 def device() -> str:
     import torch
 

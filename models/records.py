@@ -7,7 +7,6 @@ an output folder either is complete and stamped, or does not exist.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from pathlib import Path
 from typing import Literal
@@ -59,8 +58,3 @@ def publish(work: Path, final: Path, artifact: dict) -> Artifact:
     shutil.rmtree(final, ignore_errors=True)
     work.rename(final)
     return record
-
-
-def read_stamp(folder: Path) -> Artifact:
-    """The record of a finished output folder (raises FileNotFoundError if it was never completed)."""
-    return Artifact(**json.loads((folder / STAMP).read_text()))

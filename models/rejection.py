@@ -17,7 +17,7 @@ from models.data import Problem, build_splits
 from models.factory import load_model
 from models.generation import sample
 from models.stage_io import StageSpec
-from models.verifiers import CODE_FENCE, answer_is_correct, language_consistency, longest_paragraph, parse
+from models.verifiers import CODE_FENCE, is_correct, language_consistency, longest_paragraph, parse
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 def rejection_reason(completion: str, problem: Problem, cfg: RejectionSamplingStage, language: str) -> str | None:
     """Why a sample is rejected (incorrect, mixed_language, overlong_paragraph, code_block), or None to keep."""
     parsed = parse(completion)
-    if not (parsed.well_formed and answer_is_correct(parsed.answer, problem.entry, problem.answer)):
+    if not is_correct(parsed, problem.entry, problem.answer):
         return "incorrect"
     if language_consistency(parsed.think, language) < cfg.min_language_consistency:
         return "mixed_language"

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from models.verifiers import (
     CODE_FENCE,
-    answer_is_correct,
+    is_correct,
     language_consistency,
     parse,
 )
@@ -29,8 +29,7 @@ def accuracy_reward(completions, entry=None, answer=None, **_) -> list[float | N
         if not item and not gold:
             rewards.append(None)
             continue
-        parsed = parse(_text(completion))
-        rewards.append(float(parsed.well_formed and answer_is_correct(parsed.answer, item, gold)))
+        rewards.append(float(is_correct(_text(completion), item, gold)))
     return rewards
 
 

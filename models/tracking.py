@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+from pathlib import Path
 from typing import Any
 
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from models.storage import mlflow_artifact_root, tracking_uri
+from models.storage import mlflow_artifact_root, state_dir, tracking_uri
 
 PACKAGES = (
     "torch",
@@ -86,8 +87,16 @@ def log_curve_png(history: list[dict], keys: list[str], artifact: str, title: st
     close(fig)
 
 
-def register_model(run_id: str, artifact_path: str, name: str, alias: str) -> str:
-    """Register the run's logged model under `name` and point `alias` at the new version; returns the version."""
-    version = mlflow.register_model(f"runs:/{run_id}/{artifact_path}", name)
-    client().set_registered_model_alias(name, alias, version.version)
-    return version.version
+def registered_model_dir(uri: str) -> Path:
+    """The local folder of `models:/<name>@<alias>` or `models:/<name>/<version>`, downloaded once per version
+    into the state folder (an alias is resolved first, so a moved alias never serves a stale copy)."""
+    name, _, rest = uri.removeprefix("models:/").partition("/")
+    if "@" in name:
+        name, alias = name.split("@", 1)
+        version = client().get_model_version_by_alias(name, alias).version
+    else:
+        version = rest
+    folder = state_dir() / "registry" / name / str(version)
+    if not (folder / "config.json").is_file():
+        mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=str(folder))
+    return folder

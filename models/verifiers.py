@@ -74,9 +74,9 @@ def answer_is_correct(answer: str, entry: str | None, gold: str | None) -> bool:
     return False
 
 
-def is_correct(completion: str, entry: str | None, gold: str | None = None) -> bool:
-    """Correct = in R1's format and the final answer verifies."""
-    parsed = parse(completion)
+def is_correct(completion: str | Parsed, entry: str | None, gold: str | None = None) -> bool:
+    """Correct = in R1's format and the final answer verifies (a completion already parsed is not parsed again)."""
+    parsed = completion if isinstance(completion, Parsed) else parse(completion)
     return parsed.well_formed and answer_is_correct(parsed.answer, entry, gold)
 
 

@@ -4,14 +4,13 @@ champion's on the same evaluation set. A champion measured on another set is re-
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from prefect import get_run_logger, task
 
 from models.config import Recipe
-from models.records import Artifact, fingerprint_dir, local_path
-from models.storage import state_dir
-from models.tracking import client
+from models.factory import model_record
+from models.records import Artifact, local_path
+from models.tracking import client, registered_model_dir
 from tasks.pipeline_run import PipelineRun
 from tasks.stages import evaluation_of
 
@@ -27,14 +26,8 @@ def _champion_on(recipe: Recipe, version, eval_set: str, pipeline: PipelineRun) 
     """The champion's pass@1 on `eval_set`: its recorded score if made there, else a fresh evaluation."""
     if version.tags.get("eval_set") == eval_set:
         return float(version.tags["pass_at_1"])
-    import mlflow
-
-    folder = state_dir() / "registry" / recipe.model.registered_name / str(version.version)
-    if not folder.is_dir():
-        mlflow.artifacts.download_artifacts(
-            f"models:/{recipe.model.registered_name}/{version.version}", dst_path=str(folder)
-        )
-    model = Artifact(uri=str(folder), fingerprint=fingerprint_dir(Path(folder)), stage="champion", kind="model")
+    folder = registered_model_dir(f"models:/{recipe.model.registered_name}/{version.version}")
+    model = model_record(str(folder), "champion")
     evaluation = evaluation_of("champion")("evaluate", recipe, {"model": model}, pipeline)
     return evaluation_summary(evaluation)[1]
 

@@ -190,6 +190,14 @@ def _precision() -> dict:
     return dict(bf16=True, model_init_kwargs={"dtype": "bfloat16"}) if CUDA else dict(bf16=False, use_cpu=True)
 
 
+def _timing(clock: StepClock, warmup: int, trainer) -> tuple[dict, float, int]:
+    """(step-time fields of a result, median step seconds, parameter count) after the warm-up steps."""
+    steps = clock.steps(warmup)
+    step = statistics.median(steps)
+    params = sum(p.numel() for p in trainer.model.parameters())
+    return dict(steps=len(steps), step_s=step, step_s_all=steps), step, params
+
+
 def run_grpo(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=()) -> dict:
     from datasets import Dataset
     from transformers import AutoTokenizer
@@ -237,17 +245,14 @@ def run_grpo(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=()
 
     trainer._generate_single_turn = timed
     trainer.train()
-    steps, gens = clock.steps(warmup), gen_times[warmup:]
+    gens = gen_times[warmup:]
     history = [h for h in trainer.state.log_history if "loss" in h]
     completion_tokens = 64 * LENGTH
-    params = sum(p.numel() for p in trainer.model.parameters())
-    step = statistics.median(steps)
+    timing, step, params = _timing(clock, warmup, trainer)
     result = dict(
         bench="grpo",
         arm=arm,
-        steps=len(steps),
-        step_s=step,
-        step_s_all=steps,
+        **timing,
         gen_s=statistics.median(gens),
         gen_tokens_per_s=completion_tokens / statistics.median(gens),
         train_tokens_per_s=completion_tokens / step,
@@ -288,16 +293,12 @@ def run_sft(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=())
         callbacks=[clock.callback, *callbacks],
     )
     trainer.train()
-    steps = clock.steps(warmup)
     tokens = 32 * SEQ
-    params = sum(p.numel() for p in trainer.model.parameters())
-    step = statistics.median(steps)
+    timing, step, params = _timing(clock, warmup, trainer)
     result = dict(
         bench="sft",
         arm=arm,
-        steps=len(steps),
-        step_s=step,
-        step_s_all=steps,
+        **timing,
         tokens_per_s=tokens / step,
         mfu=6 * params * tokens / step / PEAK_BF16,
         peak_gib=_peak_gib(),
@@ -341,6 +342,9 @@ def table(results: list[dict]) -> str:
             for a, rs in arms.items()
         }
         for arm in (a for a in arms if a != "stock"):
+            # same seed, same data: a lever that changes results shows up as a gap between the loss curves
+            gap = max(abs(a - b) for a, b in zip(arms["stock"][0]["losses"], arms[arm][0]["losses"], strict=False))
+            lines.append(f"{bench} loss curves stock vs {arm}: max |difference| {gap:.2e} over the first round")
             pairs = [
                 f"{k} {med['stock'][k]:.4g} -> {med[arm][k]:.4g} ({med[arm][k] / med['stock'][k]:.2f}x)"
                 for k in med["stock"]

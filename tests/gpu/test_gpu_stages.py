@@ -4,8 +4,6 @@ matches HF greedy decoding on the GPU."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -14,17 +12,13 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory, small_stages):
-    from models.factory import resolve_source
+    from models.factory import model_record
     from models.recipe import load_recipe
-    from models.records import Artifact, fingerprint_dir
     from models.run_stage import run
     from models.stage_io import StageSpec
 
     out, recipe = tmp_path_factory.mktemp("gpu"), load_recipe(None, small_stages)
-    base_dir = resolve_source(recipe.model.base)
-    records = {
-        "base": Artifact(uri=base_dir, fingerprint=fingerprint_dir(Path(base_dir)), stage="base_model", kind="model")
-    }
+    records = {"base": model_record(recipe.model.base, "base_model")}
     plan = [
         ("cold_start_sft", {"base": "base"}),
         ("reasoning_rl", {"model": "cold_start_sft"}),

@@ -9,10 +9,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from models.factory import load_tokenizer, resolve_source
+from models.factory import load_tokenizer, model_record
 from models.grpo import GeneralRewardSchedule
 from models.recipe import load_recipe
-from models.records import Artifact, fingerprint_dir
 from models.run_stage import run
 from models.stage_io import StageSpec
 
@@ -65,8 +64,7 @@ def test_final_rl_scores_a_reward_model_from_a_local_folder(tmp_path, reward_mod
             "data.cold_start_size=16",
         ],
     )
-    base_dir = resolve_source(recipe.model.base)
-    base = Artifact(uri=base_dir, fingerprint=fingerprint_dir(Path(base_dir)), stage="base_model", kind="model")
+    base = model_record(recipe.model.base, "base_model")
     spec = StageSpec(
         stage="final_rl",
         recipe=recipe,

@@ -4,13 +4,11 @@ ranks train, only the main one publishes, prints the record and logs to MLflow."
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from models.factory import resolve_source
+from models.factory import model_record
 from models.recipe import load_recipe
-from models.records import STAMP, Artifact, fingerprint_dir, local_path
+from models.records import STAMP, fingerprint_dir, local_path
 from models.run_stage import RECORD_PREFIX
 from models.stage_io import StageSpec
 from tasks.launch import launch
@@ -44,8 +42,7 @@ def launched(tmp_path_factory):
 
         experiment = ensure_experiment("multiprocess")
         recipe = load_recipe(None, TWO_PROCESSES)
-        base_dir = resolve_source(recipe.model.base)
-        start = Artifact(uri=base_dir, fingerprint=fingerprint_dir(Path(base_dir)), stage="base_model", kind="model")
+        start = model_record(recipe.model.base, "base_model")
         results = {}
         for stage, input_name in (("cold_start_sft", "base"), ("reasoning_rl", "model")):
             run_id = client().create_run(experiment, run_name=stage).info.run_id
@@ -107,8 +104,7 @@ def test_a_cancelled_launch_kills_every_rank(tmp_path, monkeypatch):
             raise _Cancel
 
     recipe = load_recipe(None, TWO_PROCESSES)
-    base_dir = resolve_source(recipe.model.base)
-    base = Artifact(uri=base_dir, fingerprint=fingerprint_dir(Path(base_dir)), stage="base_model", kind="model")
+    base = model_record(recipe.model.base, "base_model")
     output = tmp_path / "out" / "cold_start_sft"
     spec = StageSpec(stage="cold_start_sft", recipe=recipe, inputs={"base": base}, output=str(output))
     with pytest.raises(_Cancel):

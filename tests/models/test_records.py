@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from models.records import STAMP, Artifact, fingerprint_dir, local_path, partial_dir, publish, read_stamp
+from models.records import STAMP, Artifact, fingerprint_dir, local_path, partial_dir, publish
 
 RECORD = {"stage": "cold_start_sft", "kind": "model", "mlflow_run_id": "run-123"}
+
+
+def stamp_of(folder) -> Artifact:
+    """The record written beside a published output."""
+    return Artifact.model_validate_json((folder / STAMP).read_text())
 
 
 def make_output(folder, files: dict[str, bytes]):
@@ -85,7 +90,7 @@ def test_publish_moves_partial_into_place_and_stamps(tmp_path):
     assert final.is_dir()
     assert sorted(p.relative_to(final).as_posix() for p in final.rglob("*") if p.is_file()) == sorted([*FILES, STAMP])
     assert record == Artifact(uri=str(final), fingerprint=expected_fingerprint, **RECORD)
-    assert read_stamp(final) == record
+    assert stamp_of(final) == record
     assert fingerprint_dir(final) == record.fingerprint  # the stamp does not change the fingerprint
 
 
@@ -94,13 +99,8 @@ def test_publish_replaces_an_existing_output(tmp_path):
     work = make_output(partial_dir(final), {"metrics.json": b"{}"})
     record = publish(work, final, {"stage": "evaluate", "kind": "dataset"})
     assert sorted(p.name for p in final.iterdir()) == sorted(["metrics.json", STAMP])
-    assert read_stamp(final).mlflow_run_id is None
-    assert read_stamp(final) == record
-
-
-def test_read_stamp_of_unfinished_output(tmp_path):
-    with pytest.raises(FileNotFoundError):
-        read_stamp(make_output(tmp_path / "x.partial", FILES))
+    assert stamp_of(final).mlflow_run_id is None
+    assert stamp_of(final) == record
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from models.factory import resolve_source
+from models.factory import model_record
 from models.recipe import load_recipe
 from models.records import STAMP, Artifact, fingerprint_dir, local_path
 from models.run_stage import run
@@ -33,8 +33,7 @@ def chain(tmp_path_factory, small_stages):
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")  # where a stray, unguarded log call would land
     recipe = load_recipe(None, small_stages)
-    base_dir = resolve_source(recipe.model.base)
-    base = Artifact(uri=base_dir, fingerprint=fingerprint_dir(Path(base_dir)), stage="base_model", kind="model")
+    base = model_record(recipe.model.base, "base_model")
     records = {"base": base}
     records["cold_start_sft"] = _run("cold_start_sft", recipe, {"base": base}, out)
     records["reasoning_rl"] = _run("reasoning_rl", recipe, {"model": records["cold_start_sft"]}, out)

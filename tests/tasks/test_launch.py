@@ -96,7 +96,7 @@ def test_launch_section_is_not_in_cache_keys():
     [
         ("launch.accelerate_config=infra/accelerate/nope.yaml", "launch.accelerate_config: no file at"),
         ("launch.num_processes=0", "launch.num_processes:"),
-        ("launch.gpus_per_node=0", "launch.gpus_per_node:"),
+        ("launch.gpu_hour_usd=-1", "launch.gpu_hour_usd:"),
         ("launch.nodes=2", "launch.nodes: unknown key"),
     ],
 )
