@@ -6,6 +6,15 @@ from __future__ import annotations
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_state(tmp_path_factory):
+    """No test writes into the checkout's .state/: the default state folder of the session is a temporary one
+    (a test that needs its own sets R1_STATE_DIR itself)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("R1_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def prefect_server():
     from prefect.testing.utilities import prefect_test_harness
