@@ -1,10 +1,15 @@
-"""Fast batched sampling for GRPO rollouts: a static KV cache and a compiled one-token decode step (CUDA graphs
-on a GPU), with HF generate's sampling semantics (min_new_tokens, temperature, top-k, top-p, EOS, padding).
+"""Fast batched sampling for GRPO rollouts: a static KV cache and a decode step (model forward, sampling and the
+bookkeeping) captured whole as one CUDA graph on a GPU, with HF generate's sampling semantics (min_new_tokens,
+temperature, top-k, top-p, EOS, padding).
 
 HF `generate` spends most of a decode step in Python (logits processors, stopping checks that sync the device,
 input preparation): ~20 ms a step uncompiled, ~4.5 ms compiled, for a 0.37B model whose weights take ~0.2 ms to
-read (see ../shared/bench/BASELINE.md). Here a step is two compiled calls (model forward, sampling) and a few
-tensor ops; the device is synchronised only every `check_every` steps to stop once every sequence has ended.
+read (see ../shared/bench/BASELINE.md). Here a decode step is one graph replay: the model forward (compiled by
+torch.compile into fused kernels), the sampling and the writes into the output all run inside it, so the CPU only
+launches the graph; the device is synchronised only every `check_every` steps, to stop once every row has ended.
+
+Memory: the graph is captured afresh for each batch of prompts and the KV cache's storage is released after it, so
+nothing of the rollout stays allocated while the policy trains.
 
 Same function as `model.generate(do_sample=True, ...)` for the processors it supports; `supports()` says whether a
 generation config uses only those (anything else falls back to HF generate).
@@ -12,9 +17,13 @@ generation config uses only those (anything else falls back to HF generate).
 
 from __future__ import annotations
 
+import logging
 import math
+from dataclasses import dataclass
 
 import torch
+
+log = logging.getLogger(__name__)
 
 SUPPORTED = {
     "max_new_tokens",
@@ -28,6 +37,7 @@ SUPPORTED = {
     "eos_token_id",
     "cache_implementation",
 }
+EAGER_STEPS_BEFORE_CAPTURE = 2  # compile and warm up (cuBLAS workspaces, autotuning) outside the graph capture
 
 
 def supports(generation_kwargs: dict) -> bool:
@@ -41,7 +51,10 @@ def _bucket(length: int, multiple: int = 64) -> int:
 
 
 def sample_next(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
-    """One token per row, as HF's TemperatureLogitsWarper -> TopKLogitsWarper -> TopPLogitsWarper -> multinomial."""
+    """One token per row, as HF's TemperatureLogitsWarper -> TopKLogitsWarper -> TopPLogitsWarper -> multinomial.
+
+    The draw is torch.multinomial's own single-sample method (argmax of p / Exp(1) noise), written out so that it
+    has no host synchronisation and can run inside a CUDA graph."""
     logits = logits.float() / temperature
     if top_k and top_k < logits.size(-1):
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
@@ -52,25 +65,47 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: int, top_p: flo
         remove = cumulative <= (1 - top_p)
         remove[:, -1] = False  # keep at least the most likely token
         logits = logits.masked_fill(remove.scatter(1, order, remove), -math.inf)
-    return torch.multinomial(logits.softmax(dim=-1), num_samples=1).squeeze(1)
+    probs = logits.softmax(dim=-1)
+    return (probs / torch.empty_like(probs).exponential_()).argmax(dim=-1)
+
+
+@dataclass
+class DecodeState:
+    """Everything a decode step reads and writes, as tensors at fixed addresses (what a CUDA graph replays on)."""
+
+    token: torch.Tensor  # (batch, 1) the last sampled token, the next step's input
+    position: torch.Tensor  # (batch, 1) its position id
+    step: torch.Tensor  # (1,) index of the next token to sample
+    finished: torch.Tensor  # (batch,) a row has produced an EOS
+    out: torch.Tensor  # (batch, max_new_tokens) completion ids, pad after EOS
+    is_eos: torch.Tensor  # (vocab,) which ids end a completion
+    mask: torch.Tensor  # (batch, cache length) attention mask over the cache
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float
+    top_k: int
+    top_p: float
+    min_new_tokens: int
+    pad_token_id: int
 
 
 class StaticSampler:
-    """Reusable sampler for one model; caches (and compiled graphs) are kept per (batch, length) bucket."""
+    """Reusable sampler for one model; one static cache per (batch, length) bucket, whose memory is held only
+    while a batch is being generated."""
 
     def __init__(self, model, compile_model: bool | None = None, check_every: int = 32):
         # every new cache bucket recompiles the decode step; past dynamo's default limit (8) it would silently fall
-        # back to eager decoding, ~5x slower (seen on an H200 when other compiled code shared the process)
+        # back to eager decoding (seen on an H200 when other compiled code shared the process)
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         self.model = model
         self.check_every = check_every
         self.compile = torch.cuda.is_available() if compile_model is None else compile_model
+        self.use_graphs = True  # on a CUDA device; turned off for good if a capture ever fails
         self._caches: dict[tuple[int, int], object] = {}
-        self._decode = self._compiled(self._decode_step)
-        self._sample = self._compiled(sample_next, mode="default")
-
-    def _compiled(self, fn, mode: str = "reduce-overhead"):
-        return torch.compile(fn, mode=mode, fullgraph=False, dynamic=False) if self.compile else fn
+        self._side_stream = None  # one for the sampler's life: a stream carries its own cuBLAS workspace
+        self._decode = torch.compile(self._decode_step, dynamic=False) if self.compile else self._decode_step
 
     def _decode_step(self, tokens, attention_mask, position_ids, cache):
         out = self.model(
@@ -79,14 +114,49 @@ class StaticSampler:
         return out.logits[:, -1, :]
 
     def _cache(self, batch: int, length: int):
+        """The bucket's cache object (kept, so compiled code guarded on it stays valid), its storage re-grown."""
         from transformers import StaticCache
 
         key = (batch, length)
         if key not in self._caches:
             self._caches[key] = StaticCache(config=self.model.config, max_cache_len=length)
         cache = self._caches[key]
+        for tensor in _cache_tensors(cache):
+            tensor.untyped_storage().resize_(tensor.numel() * tensor.element_size())
         cache.reset()
         return cache
+
+    @staticmethod
+    def _release(cache) -> None:
+        for tensor in _cache_tensors(cache):
+            tensor.untyped_storage().resize_(0)
+
+    def _advance(self, logits: torch.Tensor, state: DecodeState, sampling: Sampling) -> None:
+        """Sample the token at `state.step` from `logits` and record it; every operation is in place."""
+        logits = logits.masked_fill(state.is_eos & (state.step < sampling.min_new_tokens), -math.inf)  # no EOS yet
+        token = sample_next(logits, sampling.temperature, sampling.top_k, sampling.top_p)
+        token = torch.where(state.finished, sampling.pad_token_id, token)
+        state.out.index_copy_(1, state.step, token[:, None])
+        state.finished |= state.is_eos[token]
+        state.token.copy_(token[:, None])
+        state.position.add_(1)
+        state.step.add_(1)
+
+    def _step(self, cache, state: DecodeState, sampling: Sampling) -> None:
+        logits = self._decode(state.token, state.mask, state.position, cache)
+        self._advance(logits, state, sampling)
+
+    def _capture(self, cache, state: DecodeState, sampling: Sampling):
+        """One decode step as a CUDA graph, or None (and eager decoding from then on) if capture fails."""
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                self._step(cache, state, sampling)
+        except RuntimeError as err:
+            log.warning("CUDA graph capture of the decode step failed, decoding without graphs: %s", err)
+            self.use_graphs = False
+            return None
+        return graph
 
     @torch.no_grad()
     def generate(
@@ -104,32 +174,70 @@ class StaticSampler:
     ) -> torch.Tensor:
         """Completion ids (batch, <= max_new_tokens) for left-padded prompts; pad after a row's EOS."""
         batch, prompt_len = input_ids.shape
-        device = input_ids.device
         length = _bucket(prompt_len + max_new_tokens)
         cache = self._cache(batch, length)
-        mask = torch.zeros(batch, length, dtype=attention_mask.dtype, device=device)
-        mask[:, :prompt_len] = attention_mask
-        mask[:, prompt_len:] = 1  # future slots: hidden by causality until written
+        try:
+            sampling = Sampling(temperature, top_k, top_p, min_new_tokens, pad_token_id)
+            return self._generate(cache, input_ids, attention_mask, max_new_tokens, eos_token_ids, sampling)
+        finally:
+            self._release(cache)
+
+    def _generate(self, cache, input_ids, attention_mask, max_new_tokens, eos_token_ids, sampling) -> torch.Tensor:
+        batch, prompt_len = input_ids.shape
+        device = input_ids.device
+        mask = torch.ones(batch, cache.layers[0].max_cache_len, dtype=attention_mask.dtype, device=device)
+        mask[:, :prompt_len] = attention_mask  # future slots stay 1: hidden by causality until written
         position = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        # prefill runs eager (its shape changes with every batch of prompts); decoding is compiled
-        logits = (
-            self.model(input_ids=input_ids, attention_mask=mask, position_ids=position, cache=cache, use_cache=True)
-            .logits[:, -1, :]
-            .contiguous()
+        # the prefill runs eager: its shape changes with every batch of prompts
+        logits = self.model(
+            input_ids=input_ids, attention_mask=mask, position_ids=position, cache=cache, use_cache=True
+        ).logits[:, -1, :]
+        vocab = logits.size(-1)
+        is_eos = torch.zeros(vocab, dtype=torch.bool, device=device)
+        is_eos[torch.tensor(eos_token_ids, device=device)] = True
+        state = DecodeState(
+            token=torch.zeros(batch, 1, dtype=torch.long, device=device),
+            position=position[:, -1:].clone(),
+            step=torch.zeros(1, dtype=torch.long, device=device),
+            finished=torch.zeros(batch, dtype=torch.bool, device=device),
+            out=torch.full((batch, max_new_tokens), sampling.pad_token_id, dtype=torch.long, device=device),
+            is_eos=is_eos,
+            mask=mask,
         )
-        next_position = position[:, -1:] + 1
-        eos = torch.tensor(eos_token_ids, device=device)
-        finished = torch.zeros(batch, dtype=torch.bool, device=device)
-        out = torch.full((batch, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
-        for step in range(max_new_tokens):
-            if step < min_new_tokens:
-                logits[:, eos] = -math.inf
-            token = self._sample(logits, temperature, top_k, top_p)
-            token = torch.where(finished, torch.full_like(token, pad_token_id), token)
-            out[:, step] = token
-            finished |= torch.isin(token, eos)
-            if step == max_new_tokens - 1 or ((step + 1) % self.check_every == 0 and bool(finished.all())):
-                return out[:, : step + 1]
-            logits = self._decode(token[:, None], mask, next_position, cache).clone()
-            next_position = next_position + 1
-        return out
+        self._advance(logits, state, sampling)  # the first token comes from the prefill's logits
+        del logits
+        if device.type == "cuda":
+            decode = self._graph_stepper(cache, state, sampling)
+        else:
+            decode = lambda: self._step(cache, state, sampling)  # noqa: E731
+        for done in range(1, max_new_tokens):
+            if done % self.check_every == 0 and bool(state.finished.all()):
+                return state.out[:, :done]
+            decode()
+        return state.out
+
+    def _graph_stepper(self, cache, state: DecodeState, sampling: Sampling):
+        """A callable doing one decode step: a few eager warm-up steps on a side stream, then the captured graph."""
+        graph, warm = None, 0
+
+        def step() -> None:
+            nonlocal graph, warm
+            if graph is not None:
+                graph.replay()
+                return
+            if not self.use_graphs or warm < EAGER_STEPS_BEFORE_CAPTURE:
+                side = self._side_stream = self._side_stream or torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    self._step(cache, state, sampling)
+                torch.cuda.current_stream().wait_stream(side)
+                warm += 1
+                return
+            graph = self._capture(cache, state, sampling)
+            step()
+
+        return step
+
+
+def _cache_tensors(cache) -> list[torch.Tensor]:
+    return [t for layer in cache.layers if getattr(layer, "is_initialized", False) for t in (layer.keys, layer.values)]

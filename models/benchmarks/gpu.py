@@ -44,10 +44,12 @@ SYSTEM = (
 PEAK_BF16 = 989e12  # H100/H200 SXM dense bf16, datasheet
 LENGTH, SEQ = 256, 1024  # completion tokens (GRPO), sequence length (SFT); --tiny shrinks them for a CPU smoke run
 GRPO_ARMS = {"stock": dict(), "ours": dict()}  # same GRPOConfig; ours = FastGRPOTrainer (static-cache rollouts)
-SFT_ARMS = {
+SFT_ARMS = {  # compile_layers is ours (models.sft.compile_decoder_layers), the rest are SFTConfig fields
     "stock": dict(),  # TRL defaults: activation (gradient) checkpointing on
-    "ours": dict(activation_checkpointing=False, torch_compile=True),
+    "ours": dict(activation_checkpointing=False, compile_layers=True),
+    "ours_compile": dict(activation_checkpointing=False, torch_compile=True),
     "ours_liger": dict(activation_checkpointing=False, use_liger_kernel=True),
+    "ours_gc": dict(compile_layers=True),
 }
 
 
@@ -258,6 +260,7 @@ def run_grpo(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=()
         train_tokens_per_s=completion_tokens / step,
         mfu_train=8 * params * completion_tokens / step / PEAK_BF16,
         peak_gib=_peak_gib(),
+        decode_graphs=getattr(getattr(trainer, "_sampler", None), "use_graphs", None),
         losses=[h["loss"] for h in history],
         rewards=[h.get("reward") for h in history],
     )
@@ -267,10 +270,19 @@ def run_grpo(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=()
 
 def run_sft(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=()) -> dict:
     from datasets import Dataset
+    from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
+
+    from models.sft import compile_decoder_layers
 
     _free()
     arm_knobs = {k: v for k, v in SFT_ARMS[arm].items() if CUDA or k != "use_liger_kernel"}
+    compile_layers = arm_knobs.pop("compile_layers", False)
+
+    class CompileLayers(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            compile_decoder_layers(model)
+
     args = SFTConfig(
         output_dir=tempfile.mkdtemp(),
         per_device_train_batch_size=32,
@@ -290,7 +302,7 @@ def run_sft(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=())
         model=str(model_dir),
         args=args,
         train_dataset=Dataset.from_list(sft_rows(32 * (warmup + measured))),
-        callbacks=[clock.callback, *callbacks],
+        callbacks=[clock.callback, *callbacks, *([CompileLayers()] if compile_layers else [])],
     )
     trainer.train()
     tokens = 32 * SEQ
