@@ -181,6 +181,7 @@ class StaticSampler:
             return self._generate(cache, input_ids, attention_mask, max_new_tokens, eos_token_ids, sampling)
         finally:
             self._release(cache)
+            _release_cublas_workspaces()
 
     def _generate(self, cache, input_ids, attention_mask, max_new_tokens, eos_token_ids, sampling) -> torch.Tensor:
         batch, prompt_len = input_ids.shape
@@ -189,9 +190,8 @@ class StaticSampler:
         mask[:, :prompt_len] = attention_mask  # future slots stay 1: hidden by causality until written
         position = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         # the prefill runs eager: its shape changes with every batch of prompts
-        logits = self.model(
-            input_ids=input_ids, attention_mask=mask, position_ids=position, cache=cache, use_cache=True
-        ).logits[:, -1, :]
+        prefill = dict(input_ids=input_ids, attention_mask=mask, position_ids=position, cache=cache, use_cache=True)
+        logits = self.model(**prefill, logits_to_keep=1).logits[:, -1, :]
         vocab = logits.size(-1)
         is_eos = torch.zeros(vocab, dtype=torch.bool, device=device)
         is_eos[torch.tensor(eos_token_ids, device=device)] = True
@@ -237,6 +237,14 @@ class StaticSampler:
             step()
 
         return step
+
+
+def _release_cublas_workspaces() -> None:
+    """cuBLAS keeps a workspace (tens of MiB) per stream it ran on; the side and capture streams' ones would stay
+    allocated through training. Dropped here; the training stream's own is re-made on its next matrix product."""
+    clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+    if clear is not None and torch.cuda.is_available():
+        clear()
 
 
 def _cache_tensors(cache) -> list[torch.Tensor]:

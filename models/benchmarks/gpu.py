@@ -47,6 +47,8 @@ GRPO_ARMS = {"stock": dict(), "ours": dict()}  # same GRPOConfig; ours = FastGRP
 SFT_ARMS = {  # compile_layers is ours (models.sft.compile_decoder_layers), the rest are SFTConfig fields
     "stock": dict(),  # TRL defaults: activation (gradient) checkpointing on
     "ours": dict(activation_checkpointing=False, compile_layers=True),
+    "ours_workers": dict(activation_checkpointing=False, compile_layers=True, dataloader_num_workers=2),
+    "ours_cdt": dict(activation_checkpointing=False, compile_layers=True, coordinate_descent_tuning=True),
     "ours_compile": dict(activation_checkpointing=False, torch_compile=True),
     "ours_liger": dict(activation_checkpointing=False, use_liger_kernel=True),
     "ours_gc": dict(compile_layers=True),
@@ -269,6 +271,7 @@ def run_grpo(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=()
 
 
 def run_sft(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=()) -> dict:
+    import torch._inductor.config as inductor_config
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
@@ -278,6 +281,7 @@ def run_sft(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=())
     _free()
     arm_knobs = {k: v for k, v in SFT_ARMS[arm].items() if CUDA or k != "use_liger_kernel"}
     compile_layers = arm_knobs.pop("compile_layers", False)
+    inductor_config.coordinate_descent_tuning = arm_knobs.pop("coordinate_descent_tuning", False)
 
     class CompileLayers(TrainerCallback):
         def on_train_begin(self, args, state, control, model=None, **kwargs):
@@ -336,7 +340,11 @@ def profile_step(model_dir: Path, bench: str, arm: str, out: Path) -> str:
     runner = run_sft if bench == "sft" else run_grpo
     with prof:
         runner(model_dir, arm, warmup=3, measured=2, callbacks=[Step()])
-    text = prof.key_averages().table(sort_by="cuda_time_total", row_limit=20, max_name_column_width=60)
+    averages = prof.key_averages()
+    text = "\n".join(
+        averages.table(sort_by=key, row_limit=rows, max_name_column_width=90)
+        for key, rows in (("cuda_time_total", 20), ("self_cuda_time_total", 45))
+    )
     (out / f"profile_{bench}_{arm}.txt").write_text(text)
     return text
 
