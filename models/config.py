@@ -109,6 +109,11 @@ class EvalConfig(SamplingConfig):
 
 class SftStage(Strict):
     trl: dict[str, Any] = Field(default_factory=dict, description="TRL SFTConfig fields (checked against TRL).")
+    compile_layers: bool = Field(
+        False,
+        description="torch.compile each decoder layer (fused norm, rotary and SwiGLU kernels; one compile serves all "
+        "layers). On a GPU: with activation checkpointing off, 1.7-1.9x stock TRL's tokens/s (README).",
+    )
 
 
 class SupervisedMergeStage(SftStage):

@@ -207,7 +207,7 @@ class StaticSampler:
         self._advance(logits, state, sampling)  # the first token comes from the prefill's logits
         del logits
         if device.type == "cuda":
-            decode = self._graph_stepper(cache, state, sampling)
+            decode = _GraphDecoder(self, cache, state, sampling)
         else:
             decode = lambda: self._step(cache, state, sampling)  # noqa: E731
         for done in range(1, max_new_tokens):
@@ -216,27 +216,28 @@ class StaticSampler:
             decode()
         return state.out
 
-    def _graph_stepper(self, cache, state: DecodeState, sampling: Sampling):
-        """A callable doing one decode step: a few eager warm-up steps on a side stream, then the captured graph."""
-        graph, warm = None, 0
 
-        def step() -> None:
-            nonlocal graph, warm
-            if graph is not None:
-                graph.replay()
-                return
-            if not self.use_graphs or warm < EAGER_STEPS_BEFORE_CAPTURE:
-                side = self._side_stream = self._side_stream or torch.cuda.Stream()
-                side.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(side):
-                    self._step(cache, state, sampling)
-                torch.cuda.current_stream().wait_stream(side)
-                warm += 1
-                return
-            graph = self._capture(cache, state, sampling)
-            step()
+class _GraphDecoder:
+    """One decode step per call: a few eager warm-up steps on a side stream (compilation, library workspaces), then
+    replays of the step captured as a CUDA graph. Holds the graph, so its memory goes when this object does."""
 
-        return step
+    def __init__(self, sampler: StaticSampler, cache, state: DecodeState, sampling: Sampling):
+        self.sampler, self.args = sampler, (cache, state, sampling)
+        self.graph, self.warm = None, 0
+
+    def __call__(self) -> None:
+        sampler = self.sampler
+        if self.graph is None and sampler.use_graphs and self.warm >= EAGER_STEPS_BEFORE_CAPTURE:
+            self.graph = sampler._capture(*self.args)
+        if self.graph is not None:
+            self.graph.replay()
+            return
+        side = sampler._side_stream = sampler._side_stream or torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            sampler._step(*self.args)
+        torch.cuda.current_stream().wait_stream(side)
+        self.warm += 1
 
 
 def _release_cublas_workspaces() -> None:

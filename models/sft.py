@@ -14,6 +14,7 @@ from pathlib import Path
 
 import mlflow
 
+from models.config import SftStage
 from models.data import build_splits, cold_start_rows, load_rows
 from models.factory import load_model, precision_knobs
 from models.records import local_path
@@ -23,19 +24,33 @@ from models.trl_knobs import resolved_knobs
 log = logging.getLogger(__name__)
 
 
-def train_sft(model_source: str, dtype: str, rows: list[dict], knobs: dict, seed: int, out: Path) -> dict:
-    """Fine-tune on `rows` and save model + tokenizer to `out`; returns TRL's final training metrics."""
+def sft_trainer(model, tokenizer, rows: list[dict], knobs: dict, seed: int, output_dir: Path, **options):
+    """TRL's SFTTrainer as the SFT stages build it (`make bench-gpu` times this same trainer against stock TRL).
+    options: compile_layers (compile each decoder layer first), callbacks."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    model, tokenizer = load_model(model_source, dtype)
+    if options.get("compile_layers"):
+        compile_decoder_layers(model)
     args = SFTConfig(
-        output_dir=str(scratch_dir(out)),
+        output_dir=str(output_dir),
         report_to=["mlflow"] if mlflow.active_run() else "none",
         seed=seed,
         **precision_knobs(knobs),
     )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    return SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        callbacks=list(options.get("callbacks", ())),
+    )
+
+
+def train_sft(source: str, dtype: str, rows: list[dict], stage: SftStage, knobs: dict, seed: int, out: Path) -> dict:
+    """Fine-tune on `rows` and save model + tokenizer to `out`; returns TRL's final training metrics."""
+    model, tokenizer = load_model(source, dtype)
+    trainer = sft_trainer(model, tokenizer, rows, knobs, seed, scratch_dir(out), compile_layers=stage.compile_layers)
     result = trainer.train()
     trainer.save_model(str(out))
     tokenizer.save_pretrained(str(out))
@@ -80,7 +95,7 @@ def run_cold_start(spec: StageSpec, out: Path) -> dict:
         rows = cold_start_rows(build_splits(recipe.data, recipe.seed)["cold_start"])
     _log_dataset(rows, "cold_start")
     knobs = resolved_knobs("cold_start_sft", recipe.cold_start_sft.trl)
-    return train_sft(spec.inputs["base"].uri, recipe.model.dtype, rows, knobs, recipe.seed, out)
+    return train_sft(spec.inputs["base"].uri, recipe.model.dtype, rows, recipe.cold_start_sft, knobs, recipe.seed, out)
 
 
 def run_supervised_merge(spec: StageSpec, out: Path) -> dict:
@@ -94,4 +109,4 @@ def run_supervised_merge(spec: StageSpec, out: Path) -> dict:
     start = spec.inputs["start"].uri
     log.info("supervised_merge: %d rows (%d verified reasoning), starting from %s", len(rows), len(verified), start)
     knobs = resolved_knobs("supervised_merge", stage.trl)
-    return train_sft(start, recipe.model.dtype, rows, knobs, recipe.seed, out)
+    return train_sft(start, recipe.model.dtype, rows, stage, knobs, recipe.seed, out)

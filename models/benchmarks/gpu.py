@@ -7,8 +7,9 @@ Both arms get the identical model (a random-init Qwen2 of 372.6M parameters, bf1
 of 16,384 tokens: the shape ../shared/bench/BASELINE.md measured), the identical data, group size, completions per
 step, lengths and optimizer settings; arms alternate (stock, ours, stock, ours, ...) so drift hits both. GRPO:
 8 prompts x 8 generations = 64 completions of exactly 256 tokens a step (min_new_tokens), beta 0, TRL's defaults
-otherwise (gradient checkpointing on in both arms). SFT: rows longer than 1,024 tokens truncated to 1,024, batch 32.
-Ours differs only in the levers named in ARMS. Results go to MLflow too when MLFLOW_TRACKING_URI is set.
+otherwise (gradient checkpointing on in both arms). SFT: rows longer than 1,024 tokens truncated to 1,024, batch 32,
+logging every 10 steps (TRL's default); ours is the SFT stages' own trainer (models.sft.sft_trainer). Ours differs
+only in the levers named in ARMS. Results go to MLflow too when MLFLOW_TRACKING_URI is set.
 """
 
 from __future__ import annotations
@@ -44,14 +45,12 @@ SYSTEM = (
 PEAK_BF16 = 989e12  # H100/H200 SXM dense bf16, datasheet
 LENGTH, SEQ = 256, 1024  # completion tokens (GRPO), sequence length (SFT); --tiny shrinks them for a CPU smoke run
 GRPO_ARMS = {"stock": dict(), "ours": dict()}  # same GRPOConfig; ours = FastGRPOTrainer (static-cache rollouts)
-SFT_ARMS = {  # compile_layers is ours (models.sft.compile_decoder_layers), the rest are SFTConfig fields
+# ours*: models.sft.sft_trainer, as the SFT stages build it; compile_layers is its option, the rest are SFTConfig fields
+SFT_ARMS = {
     "stock": dict(),  # TRL defaults: activation (gradient) checkpointing on
-    "ours": dict(activation_checkpointing=False, compile_layers=True),
-    "ours_workers": dict(activation_checkpointing=False, compile_layers=True, dataloader_num_workers=2),
-    "ours_cdt": dict(activation_checkpointing=False, compile_layers=True, coordinate_descent_tuning=True),
-    "ours_compile": dict(activation_checkpointing=False, torch_compile=True),
-    "ours_liger": dict(activation_checkpointing=False, use_liger_kernel=True),
-    "ours_gc": dict(compile_layers=True),
+    "ours": dict(activation_checkpointing=False, compile_layers=True, dataloader_num_workers=2),
+    "ours_gc": dict(compile_layers=True, dataloader_num_workers=2),  # checkpointing kept: stock's memory or less
+    "ours_liger": dict(activation_checkpointing=False, use_liger_kernel=True),  # the lever the issue measured
 }
 
 
@@ -185,6 +184,10 @@ def _free() -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
+def _allocated() -> int:
+    return torch.cuda.memory_allocated() if CUDA else 0
+
+
 def _peak_gib() -> float:
     return torch.cuda.max_memory_allocated() / 2**30 if CUDA else float("nan")
 
@@ -237,14 +240,16 @@ def run_grpo(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=()
         callbacks=[clock.callback, *callbacks],
     )
     gen_times: list[float] = []
+    held: list[int] = []  # device memory still allocated after a rollout, beyond what was before it
     original = trainer._generate_single_turn
 
     def timed(*a, **k):
         _sync()
-        start = time.perf_counter()
+        start, before = time.perf_counter(), _allocated()
         out = original(*a, **k)
         _sync()
         gen_times.append(time.perf_counter() - start)
+        held.append(_allocated() - before)
         return out
 
     trainer._generate_single_turn = timed
@@ -262,6 +267,7 @@ def run_grpo(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=()
         train_tokens_per_s=completion_tokens / step,
         mfu_train=8 * params * completion_tokens / step / PEAK_BF16,
         peak_gib=_peak_gib(),
+        rollout_held_mib=max(held[warmup:]) / 2**20,
         decode_graphs=getattr(getattr(trainer, "_sampler", None), "use_graphs", None),
         losses=[h["loss"] for h in history],
         rewards=[h.get("reward") for h in history],
@@ -271,43 +277,47 @@ def run_grpo(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=()
 
 
 def run_sft(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=()) -> dict:
-    import torch._inductor.config as inductor_config
     from datasets import Dataset
-    from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    from models.sft import compile_decoder_layers
+    from models.factory import load_model
+    from models.sft import sft_trainer
 
     _free()
-    arm_knobs = {k: v for k, v in SFT_ARMS[arm].items() if CUDA or k != "use_liger_kernel"}
-    compile_layers = arm_knobs.pop("compile_layers", False)
-    inductor_config.coordinate_descent_tuning = arm_knobs.pop("coordinate_descent_tuning", False)
-
-    class CompileLayers(TrainerCallback):
-        def on_train_begin(self, args, state, control, model=None, **kwargs):
-            compile_decoder_layers(model)
-
-    args = SFTConfig(
-        output_dir=tempfile.mkdtemp(),
+    knobs = {k: v for k, v in SFT_ARMS[arm].items() if CUDA or k != "use_liger_kernel"}
+    compile_layers = knobs.pop("compile_layers", False)
+    common = dict(
         per_device_train_batch_size=32,
         max_length=SEQ,
         max_steps=warmup + measured,
-        logging_steps=1,
+        logging_steps=10,  # TRL's SFT default, and the stock baseline's
         save_strategy="no",
-        report_to="none",
         disable_tqdm=True,
-        seed=0,
         learning_rate=1e-5,
-        **_precision(),
-        **arm_knobs,
     )
+    rows = sft_rows(32 * (warmup + measured))
     clock = StepClock()
-    trainer = SFTTrainer(
-        model=str(model_dir),
-        args=args,
-        train_dataset=Dataset.from_list(sft_rows(32 * (warmup + measured))),
-        callbacks=[clock.callback, *callbacks, *([CompileLayers()] if compile_layers else [])],
-    )
+    if arm == "stock":
+        args = SFTConfig(output_dir=tempfile.mkdtemp(), report_to="none", seed=0, **common, **_precision())
+        trainer = SFTTrainer(
+            model=str(model_dir),
+            args=args,
+            train_dataset=Dataset.from_list(rows),
+            callbacks=[clock.callback, *callbacks],
+        )
+    else:  # the SFT stages' own trainer
+        model, tokenizer = load_model(str(model_dir), "bfloat16" if CUDA else "float32")
+        trainer = sft_trainer(
+            model,
+            tokenizer,
+            rows,
+            {**common, **knobs},
+            0,
+            tempfile.mkdtemp(),
+            compile_layers=compile_layers,
+            callbacks=[clock.callback, *callbacks],
+        )
+    losses = _record_losses(trainer)
     trainer.train()
     tokens = 32 * SEQ
     timing, step, params = _timing(clock, warmup, trainer)
@@ -318,10 +328,23 @@ def run_sft(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=())
         tokens_per_s=tokens / step,
         mfu=6 * params * tokens / step / PEAK_BF16,
         peak_gib=_peak_gib(),
-        losses=[h["loss"] for h in trainer.state.log_history if "loss" in h],
+        losses=[float(loss) for loss in losses],
     )
     del trainer
     return result
+
+
+def _record_losses(trainer) -> list:
+    """Each step's loss, kept on the device (no synchronisation) and read once training is over."""
+    losses, compute_loss = [], trainer.compute_loss
+
+    def recorded(*args, **kwargs):
+        out = compute_loss(*args, **kwargs)
+        losses.append((out[0] if isinstance(out, tuple) else out).detach())
+        return out
+
+    trainer.compute_loss = recorded
+    return losses
 
 
 def profile_step(model_dir: Path, bench: str, arm: str, out: Path) -> str:
@@ -349,6 +372,10 @@ def profile_step(model_dir: Path, bench: str, arm: str, out: Path) -> str:
     return text
 
 
+def _ratio(ours: float, stock: float) -> str:
+    return f" ({ours / stock:.2f}x)" if stock else ""
+
+
 def table(results: list[dict]) -> str:
     """Medians per bench and arm, and each arm's ratio to stock."""
     lines = []
@@ -366,7 +393,7 @@ def table(results: list[dict]) -> str:
             gap = max(abs(a - b) for a, b in zip(arms["stock"][0]["losses"], arms[arm][0]["losses"], strict=False))
             lines.append(f"{bench} loss curves stock vs {arm}: max |difference| {gap:.2e} over the first round")
             pairs = [
-                f"{k} {med['stock'][k]:.4g} -> {med[arm][k]:.4g} ({med[arm][k] / med['stock'][k]:.2f}x)"
+                f"{k} {med['stock'][k]:.4g} -> {med[arm][k]:.4g}{_ratio(med[arm][k], med['stock'][k])}"
                 for k in med["stock"]
                 if k in med[arm]
             ]
@@ -380,7 +407,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench-results")))
     parser.add_argument("--phases", nargs="+", default=["grpo", "sft"])
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--arms", nargs="+", default=["stock", "ours", "ours_liger"])
+    parser.add_argument("--arms", nargs="+", default=["stock", "ours", "ours_gc", "ours_liger"])
     parser.add_argument("--profile", nargs="*", default=[], metavar="BENCH:ARM", help="e.g. sft:ours_liger grpo:ours")
     parser.add_argument("--tiny", action="store_true", help="a tiny model and lengths: a smoke run of the code paths")
     args = parser.parse_args()

@@ -17,7 +17,8 @@ def chain(tmp_path_factory, small_stages):
     from models.run_stage import run
     from models.stage_io import StageSpec
 
-    out, recipe = tmp_path_factory.mktemp("gpu"), load_recipe(None, small_stages)
+    overrides = [*small_stages, "cold_start_sft.compile_layers=true"]  # the per-layer-compiled SFT path too
+    out, recipe = tmp_path_factory.mktemp("gpu"), load_recipe(None, overrides)
     records = {"base": model_record(recipe.model.base, "base_model")}
     plan = [
         ("cold_start_sft", {"base": "base"}),

@@ -1,0 +1,45 @@
+"""The SFT stages' trainer: per-layer compilation trains the same model as eager TRL (same losses, weights move)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.factory import load_model
+from models.sft import compile_decoder_layers, sft_trainer
+
+ROWS = [
+    {"prompt": f"Q:{a}+{b}\nA:", "completion": f"<think>{a}+{b}</think><answer>{a + b}</answer>"}
+    for a in range(4)
+    for b in range(4)
+]
+KNOBS = dict(
+    max_steps=3,
+    per_device_train_batch_size=8,
+    learning_rate=1e-3,
+    logging_steps=1,
+    save_strategy="no",
+    disable_tqdm=True,
+)
+
+
+def _train(tmp_path, compile_layers: bool) -> tuple[list[float], dict]:
+    model, tokenizer = load_model("builtin:tiny_base", "float32")
+    trainer = sft_trainer(model, tokenizer, ROWS, KNOBS, 0, tmp_path, compile_layers=compile_layers)
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return losses, {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_compiled_layers_train_like_eager(tmp_path):
+    eager_losses, eager_weights = _train(tmp_path / "eager", compile_layers=False)
+    compiled_losses, compiled_weights = _train(tmp_path / "compiled", compile_layers=True)
+    assert compiled_losses == pytest.approx(eager_losses, rel=1e-4)
+    base, _ = load_model("builtin:tiny_base", "float32")
+    assert any(not torch.equal(w, base.state_dict()[k]) for k, w in compiled_weights.items())
+    assert all(torch.allclose(w, eager_weights[k], atol=1e-4) for k, w in compiled_weights.items())
+
+
+def test_compile_decoder_layers_compiles_every_layer():
+    model, _ = load_model("builtin:tiny_base", "float32")
+    assert compile_decoder_layers(model) == model.config.num_hidden_layers
