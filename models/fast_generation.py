@@ -104,7 +104,7 @@ class StaticSampler:
         self.compile = torch.cuda.is_available() if compile_model is None else compile_model
         self.use_graphs = True  # on a CUDA device; turned off for good if a capture ever fails
         self._caches: dict[tuple[int, int], object] = {}
-        self._side_stream = None  # one for the sampler's life: a stream carries its own cuBLAS workspace
+        self._side_stream = self._graph_pool = self._last_graph = None  # made on first use on a GPU (see _side)
         self._decode = torch.compile(self._decode_step, dynamic=False) if self.compile else self._decode_step
 
     def _decode_step(self, tokens, attention_mask, position_ids, cache):
@@ -146,16 +146,35 @@ class StaticSampler:
         logits = self._decode(state.token, state.mask, state.position, cache)
         self._advance(logits, state, sampling)
 
+    def _side(self) -> torch.cuda.Stream:
+        """The one stream the warm-up steps run and the graphs are captured on: a stream carries its own cuBLAS
+        workspace, so one for the sampler's life, not one per batch."""
+        if self._side_stream is None:
+            self._side_stream, self._graph_pool = torch.cuda.Stream(), torch.cuda.graph_pool_handle()
+        self._side_stream.wait_stream(torch.cuda.current_stream())
+        return self._side_stream
+
     def _capture(self, cache, state: DecodeState, sampling: Sampling):
-        """One decode step as a CUDA graph, or None (and eager decoding from then on) if capture fails."""
+        """One decode step as a CUDA graph, or None (and eager decoding from then on) if capture fails.
+
+        capture_begin/end rather than `torch.cuda.graph`, which empties the allocator's cache on every capture (the
+        policy would then re-allocate its training memory from the driver each step); every graph reuses one
+        memory pool, so capturing anew for each batch does not grow reserved memory."""
         graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph):
-                self._step(cache, state, sampling)
+            with torch.cuda.stream(self._side()):
+                graph.capture_begin(pool=self._graph_pool, capture_error_mode="thread_local")
+                try:
+                    self._step(cache, state, sampling)
+                finally:
+                    graph.capture_end()
         except RuntimeError as err:
             log.warning("CUDA graph capture of the decode step failed, decoding without graphs: %s", err)
             self.use_graphs = False
             return None
+        finally:
+            torch.cuda.current_stream().wait_stream(self._side_stream)
+        self._last_graph = graph  # keeps the shared pool in use (reserved, not allocated) until the next capture
         return graph
 
     @torch.no_grad()
@@ -232,17 +251,15 @@ class _GraphDecoder:
         if self.graph is not None:
             self.graph.replay()
             return
-        side = sampler._side_stream = sampler._side_stream or torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
+        with torch.cuda.stream(sampler._side()):
             sampler._step(*self.args)
-        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.current_stream().wait_stream(sampler._side_stream)
         self.warm += 1
 
 
 def _release_cublas_workspaces() -> None:
-    """cuBLAS keeps a workspace (tens of MiB) per stream it ran on; the side and capture streams' ones would stay
-    allocated through training. Dropped here; the training stream's own is re-made on its next matrix product."""
+    """cuBLAS keeps a workspace (tens of MiB) per stream it ran on; the side stream's would stay allocated through
+    training. Dropped here; the training stream's own is re-made on its next matrix product."""
     clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
     if clear is not None and torch.cuda.is_available():
         clear()
