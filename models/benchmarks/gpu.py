@@ -50,6 +50,7 @@ SFT_ARMS = {
     "stock": dict(),  # TRL defaults: activation (gradient) checkpointing on
     "ours": dict(activation_checkpointing=False, compile_layers=True, dataloader_num_workers=2),
     "ours_gc": dict(compile_layers=True, dataloader_num_workers=2),  # checkpointing kept: stock's memory or less
+    "ours_untuned": dict(activation_checkpointing=False, compile_layers="untuned", dataloader_num_workers=2),
     "ours_liger": dict(activation_checkpointing=False, use_liger_kernel=True),  # the lever the issue measured
 }
 
@@ -144,17 +145,21 @@ def format_reward(completions, **_) -> list[float]:
 
 
 class StepClock:
-    """Wall time between optimizer-step ends, the device synchronised at each end."""
+    """Wall time of the optimizer steps after `warmup`. every_step=True synchronises the device at each step end
+    (per-step times); otherwise only where the measured window starts and ends, as a training run goes: a sync every
+    step would leave the device idle while the host fetches and launches the next step, in both arms."""
 
-    def __init__(self):
+    def __init__(self, warmup: int, every_step: bool = True):
         from transformers import TrainerCallback
 
         clock = self
         self.ends: list[float] = []
+        self.warmup = warmup
 
         class Callback(TrainerCallback):
             def on_step_end(self, args, state, control, **kwargs):
-                _sync()
+                if every_step or state.global_step in (warmup, state.max_steps):
+                    _sync()
                 clock.ends.append(time.perf_counter())
 
             def on_train_begin(self, args, state, control, **kwargs):
@@ -163,9 +168,12 @@ class StepClock:
 
         self.callback = Callback()
 
-    def steps(self, warmup: int) -> list[float]:
+    def steps(self) -> list[float]:
         deltas = [b - a for a, b in zip(self.ends, self.ends[1:], strict=False)]
-        return deltas[warmup:]
+        return deltas[self.warmup :]
+
+    def window_mean(self) -> float:
+        return (self.ends[-1] - self.ends[self.warmup]) / (len(self.ends) - 1 - self.warmup)
 
 
 CUDA = torch.cuda.is_available()
@@ -192,15 +200,21 @@ def _peak_gib() -> float:
     return torch.cuda.max_memory_allocated() / 2**30 if CUDA else float("nan")
 
 
+def _peak_requested_gib() -> float:
+    """Peak of the bytes tensors asked for, without the allocator's block rounding (which depends on history)."""
+    return torch.cuda.memory_stats()["requested_bytes.all.peak"] / 2**30 if CUDA else float("nan")
+
+
 def _precision() -> dict:
     """bf16 on the GPU; a CPU smoke run (--tiny) trains in fp32."""
     return dict(bf16=True, model_init_kwargs={"dtype": "bfloat16"}) if CUDA else dict(bf16=False, use_cpu=True)
 
 
-def _timing(clock: StepClock, warmup: int, trainer) -> tuple[dict, float, int]:
-    """(step-time fields of a result, median step seconds, parameter count) after the warm-up steps."""
-    steps = clock.steps(warmup)
-    step = statistics.median(steps)
+def _timing(clock: StepClock, trainer, window: bool = False) -> tuple[dict, float, int]:
+    """(step-time fields of a result, step seconds, parameter count) after the warm-up steps: the median step, or
+    with `window` the mean over the measured window (synchronised only at its ends)."""
+    steps = clock.steps()
+    step = clock.window_mean() if window else statistics.median(steps)
     params = sum(p.numel() for p in trainer.model.parameters())
     return dict(steps=len(steps), step_s=step, step_s_all=steps), step, params
 
@@ -229,7 +243,7 @@ def run_grpo(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=()
         **_precision(),
         **GRPO_ARMS[arm],
     )
-    clock = StepClock()
+    clock = StepClock(warmup)
     cls = FastGRPOTrainer if arm == "ours" else GRPOTrainer
     trainer = cls(
         model=str(model_dir),
@@ -257,7 +271,7 @@ def run_grpo(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=()
     gens = gen_times[warmup:]
     history = [h for h in trainer.state.log_history if "loss" in h]
     completion_tokens = 64 * LENGTH
-    timing, step, params = _timing(clock, warmup, trainer)
+    timing, step, params = _timing(clock, trainer)
     result = dict(
         bench="grpo",
         arm=arm,
@@ -267,6 +281,7 @@ def run_grpo(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=()
         train_tokens_per_s=completion_tokens / step,
         mfu_train=8 * params * completion_tokens / step / PEAK_BF16,
         peak_gib=_peak_gib(),
+        peak_requested_gib=_peak_requested_gib(),
         rollout_held_mib=max(held[warmup:]) / 2**20,
         decode_graphs=getattr(getattr(trainer, "_sampler", None), "use_graphs", None),
         losses=[h["loss"] for h in history],
@@ -281,7 +296,7 @@ def run_sft(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=())
     from trl import SFTConfig, SFTTrainer
 
     from models.factory import load_model
-    from models.sft import sft_trainer
+    from models.sft import compile_decoder_layers, sft_trainer
 
     _free()
     knobs = {k: v for k, v in SFT_ARMS[arm].items() if CUDA or k != "use_liger_kernel"}
@@ -296,7 +311,7 @@ def run_sft(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=())
         learning_rate=1e-5,
     )
     rows = sft_rows(32 * (warmup + measured))
-    clock = StepClock()
+    clock = StepClock(warmup, every_step=False)
     if arm == "stock":
         args = SFTConfig(output_dir=tempfile.mkdtemp(), report_to="none", seed=0, **common, **_precision())
         trainer = SFTTrainer(
@@ -307,6 +322,9 @@ def run_sft(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=())
         )
     else:  # the SFT stages' own trainer
         model, tokenizer = load_model(str(model_dir), "bfloat16" if CUDA else "float32")
+        if compile_layers == "untuned":  # the stage's compilation without Inductor's kernel tuning
+            compile_decoder_layers(model, tune_kernels=False)
+            compile_layers = False
         trainer = sft_trainer(
             model,
             tokenizer,
@@ -320,7 +338,7 @@ def run_sft(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=())
     losses = _record_losses(trainer)
     trainer.train()
     tokens = 32 * SEQ
-    timing, step, params = _timing(clock, warmup, trainer)
+    timing, step, params = _timing(clock, trainer, window=True)
     result = dict(
         bench="sft",
         arm=arm,
@@ -328,6 +346,7 @@ def run_sft(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=())
         tokens_per_s=tokens / step,
         mfu=6 * params * tokens / step / PEAK_BF16,
         peak_gib=_peak_gib(),
+        peak_requested_gib=_peak_requested_gib(),
         losses=[float(loss) for loss in losses],
     )
     del trainer
