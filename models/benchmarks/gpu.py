@@ -44,7 +44,8 @@ SYSTEM = (
 )
 PEAK_BF16 = 989e12  # H100/H200 SXM dense bf16, datasheet
 LENGTH, SEQ = 256, 1024  # completion tokens (GRPO), sequence length (SFT); --tiny shrinks them for a CPU smoke run
-GRPO_ARMS = {"stock": dict(), "ours": dict()}  # same GRPOConfig; ours = FastGRPOTrainer (static-cache rollouts)
+# same GRPOConfig; ours* = FastGRPOTrainer (static-cache rollouts); ours_emptied also empties the allocator's cache
+GRPO_ARMS = {"stock": dict(), "ours": dict(), "ours_emptied": dict()}
 # ours*: models.sft.sft_trainer, as the SFT stages build it; compile_layers is its option, the rest are SFTConfig fields
 SFT_ARMS = {
     "stock": dict(),  # TRL defaults: activation (gradient) checkpointing on
@@ -244,7 +245,7 @@ def run_grpo(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=()
         **GRPO_ARMS[arm],
     )
     clock = StepClock(warmup)
-    cls = FastGRPOTrainer if arm == "ours" else GRPOTrainer
+    cls = GRPOTrainer if arm == "stock" else FastGRPOTrainer
     trainer = cls(
         model=str(model_dir),
         reward_funcs=[format_reward],
@@ -253,6 +254,7 @@ def run_grpo(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=()
         processing_class=AutoTokenizer.from_pretrained(model_dir, padding_side="left"),
         callbacks=[clock.callback, *callbacks],
     )
+    trainer.empty_cache_after_rollout = arm == "ours_emptied"
     gen_times: list[float] = []
     held: list[int] = []  # device memory still allocated after a rollout, beyond what was before it
     original = trainer._generate_single_turn
