@@ -95,13 +95,12 @@ class StaticSampler:
     """Reusable sampler for one model; one static cache per (batch, length) bucket, whose memory is held only
     while a batch is being generated."""
 
-    def __init__(self, model, compile_model: bool | None = None, check_every: int = 32, empty_cache: bool = False):
+    def __init__(self, model, compile_model: bool | None = None, check_every: int = 32):
         # every new cache bucket recompiles the decode step; past dynamo's default limit (8) it would silently fall
         # back to eager decoding (seen on an H200 when other compiled code shared the process)
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
         self.model = model
         self.check_every = check_every
-        self.empty_cache = empty_cache  # hand the rollout's freed blocks back to the driver after each batch
         self.compile = torch.cuda.is_available() if compile_model is None else compile_model
         self.use_graphs = True  # on a CUDA device; turned off for good if a capture ever fails
         self._caches: dict[tuple[int, int], object] = {}
@@ -202,8 +201,6 @@ class StaticSampler:
         finally:
             self._release(cache)
             _release_cublas_workspaces()
-            if self.empty_cache and torch.cuda.is_available():
-                torch.cuda.empty_cache()
 
     def _generate(self, cache, input_ids, attention_mask, max_new_tokens, eos_token_ids, sampling) -> torch.Tensor:
         batch, prompt_len = input_ids.shape

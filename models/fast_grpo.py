@@ -16,7 +16,6 @@ class FastGRPOTrainer(GRPOTrainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._sampler: StaticSampler | None = None
-        self.empty_cache_after_rollout = False  # see StaticSampler(empty_cache=...)
         self.fast_rollouts = (
             not self.use_vllm
             and not getattr(self, "use_transformers_continuous_batching", False)
@@ -47,7 +46,7 @@ class FastGRPOTrainer(GRPOTrainer):
             self._dist.summon_full_params(self.model_wrapped, recurse=False),
         ):
             if self._sampler is None or self._sampler.model is not model:
-                self._sampler = StaticSampler(model, empty_cache=self.empty_cache_after_rollout)
+                self._sampler = StaticSampler(model)
             completions = self._sampler.generate(
                 input_ids,
                 attention_mask,

@@ -57,16 +57,15 @@ def train_sft(source: str, dtype: str, rows: list[dict], stage: SftStage, knobs:
     return result.metrics
 
 
-def compile_decoder_layers(model, tune_kernels: bool = True) -> int:
+def compile_decoder_layers(model) -> int:
     """torch.compile each decoder layer in place (regional compilation: one compiled graph serves every layer, so
-    it compiles in seconds, not minutes): fused norm, rotary, SwiGLU and residual kernels, their launch parameters
-    tuned on the device when `tune_kernels` (Inductor's coordinate-descent tuning, a few more seconds of compile).
-    The LM head and loss stay TRL's fused, chunked head. Returns how many layers were compiled."""
+    it compiles in seconds, not minutes): fused norm, rotary, SwiGLU and residual kernels. The LM head and loss
+    stay TRL's fused, chunked head. Returns how many layers were compiled."""
     from transformers.modeling_layers import GradientCheckpointingLayer
 
     layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
     for layer in layers:
-        layer.compile(dynamic=False, options={"coordinate_descent_tuning": tune_kernels})
+        layer.compile(dynamic=False)
     return len(layers)
 
 

@@ -44,14 +44,12 @@ SYSTEM = (
 )
 PEAK_BF16 = 989e12  # H100/H200 SXM dense bf16, datasheet
 LENGTH, SEQ = 256, 1024  # completion tokens (GRPO), sequence length (SFT); --tiny shrinks them for a CPU smoke run
-# same GRPOConfig; ours* = FastGRPOTrainer (static-cache rollouts); ours_emptied also empties the allocator's cache
-GRPO_ARMS = {"stock": dict(), "ours": dict(), "ours_emptied": dict()}
+GRPO_ARMS = {"stock": dict(), "ours": dict()}  # same GRPOConfig; ours = FastGRPOTrainer (static-cache rollouts)
 # ours*: models.sft.sft_trainer, as the SFT stages build it; compile_layers is its option, the rest are SFTConfig fields
 SFT_ARMS = {
     "stock": dict(),  # TRL defaults: activation (gradient) checkpointing on
     "ours": dict(activation_checkpointing=False, compile_layers=True, dataloader_num_workers=2),
     "ours_gc": dict(compile_layers=True, dataloader_num_workers=2),  # checkpointing kept: stock's memory or less
-    "ours_untuned": dict(activation_checkpointing=False, compile_layers="untuned", dataloader_num_workers=2),
     "ours_liger": dict(activation_checkpointing=False, use_liger_kernel=True),  # the lever the issue measured
 }
 
@@ -254,7 +252,6 @@ def run_grpo(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=()
         processing_class=AutoTokenizer.from_pretrained(model_dir, padding_side="left"),
         callbacks=[clock.callback, *callbacks],
     )
-    trainer.empty_cache_after_rollout = arm == "ours_emptied"
     gen_times: list[float] = []
     held: list[int] = []  # device memory still allocated after a rollout, beyond what was before it
     original = trainer._generate_single_turn
@@ -298,7 +295,7 @@ def run_sft(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=())
     from trl import SFTConfig, SFTTrainer
 
     from models.factory import load_model
-    from models.sft import compile_decoder_layers, sft_trainer
+    from models.sft import sft_trainer
 
     _free()
     knobs = {k: v for k, v in SFT_ARMS[arm].items() if CUDA or k != "use_liger_kernel"}
@@ -324,9 +321,6 @@ def run_sft(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=())
         )
     else:  # the SFT stages' own trainer
         model, tokenizer = load_model(str(model_dir), "bfloat16" if CUDA else "float32")
-        if compile_layers == "untuned":  # the stage's compilation without Inductor's kernel tuning
-            compile_decoder_layers(model, tune_kernels=False)
-            compile_layers = False
         trainer = sft_trainer(
             model,
             tokenizer,
