@@ -169,8 +169,9 @@ class RlStage(Strict):
     alarms: AlarmConfig = Field(default_factory=AlarmConfig, description="Reward-hacking alarms.")
     rollout: Literal["static_cache", "hf_generate"] = Field(
         "static_cache",
-        description="How completions are sampled when vLLM is off: static_cache (compiled static-KV-cache decoding, "
-        "same sampling as HF generate, much faster) or hf_generate (TRL's stock path).",
+        description="How completions are sampled when vLLM is off: static_cache (static KV cache, the decode step as "
+        "one CUDA graph on a GPU, HF generate's sampling; 5.4-6.9x stock TRL's GRPO step on an H200) or "
+        "hf_generate (TRL's stock path).",
     )
 
     @field_validator("rewards")

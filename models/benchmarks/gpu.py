@@ -3,9 +3,9 @@
     make bench-gpu                                   # on the GPU machine; writes $OUT/bench.jsonl and prints a table
     python -m models.benchmarks.gpu --out results/ --phases grpo sft [--rounds 2]
 
-Both arms get the identical model (a random-init Qwen2 of 372.6M parameters, bf16, local byte-level BPE tokenizer
-of 16,384 tokens: the shape ../shared/bench/BASELINE.md measured), the identical data, group size, completions per
-step, lengths and optimizer settings; arms alternate (stock, ours, stock, ours, ...) so drift hits both. GRPO:
+Both arms get the identical model (a random-init Qwen2 of 372.6M parameters, bf16, tied embeddings, local
+byte-level BPE tokenizer of 16,384 tokens), the identical data, group size, completions per step, lengths and
+optimizer settings; arms alternate (stock, ours, stock, ours, ...) so drift hits both. GRPO:
 8 prompts x 8 generations = 64 completions of exactly 256 tokens a step (min_new_tokens), beta 0, TRL's defaults
 otherwise (gradient checkpointing on in both arms). SFT: rows longer than 1,024 tokens truncated to 1,024, batch 32,
 logging every 10 steps (TRL's default); ours is the SFT stages' own trainer (models.sft.sft_trainer). Ours differs
