@@ -391,10 +391,15 @@ def _ratio(ours: float, stock: float) -> str:
     return f" ({ours / stock:.2f}x)" if stock else ""
 
 
-def table(results: list[dict]) -> str:
-    """Medians per bench and arm, and each arm's ratio to stock."""
-    lines = []
-    for bench, rate in (("grpo", "train_tokens_per_s"), ("sft", "tokens_per_s")):
+RATE = {"grpo": "train_tokens_per_s", "sft": "tokens_per_s"}  # the throughput each ratio is taken on
+
+
+def compare(results: list[dict]) -> list[dict]:
+    """For each bench and non-stock arm: medians of every timed field for it and for stock, the throughput ratio,
+    and the largest gap between the first round's loss curves (same seed and data: a lever that changes results
+    shows up there)."""
+    rows = []
+    for bench, rate in RATE.items():
         ok = [r for r in results if r["bench"] == bench and "error" not in r]
         arms = {a: [r for r in ok if r["arm"] == a] for a in sorted({r["arm"] for r in ok})}
         if "stock" not in arms:
@@ -404,28 +409,75 @@ def table(results: list[dict]) -> str:
             for a, rs in arms.items()
         }
         for arm in (a for a in arms if a != "stock"):
-            # same seed, same data: a lever that changes results shows up as a gap between the loss curves
-            gap = max(abs(a - b) for a, b in zip(arms["stock"][0]["losses"], arms[arm][0]["losses"], strict=False))
-            lines.append(f"{bench} loss curves stock vs {arm}: max |difference| {gap:.2e} over the first round")
-            pairs = [
-                f"{k} {med['stock'][k]:.4g} -> {med[arm][k]:.4g}{_ratio(med[arm][k], med['stock'][k])}"
-                for k in med["stock"]
-                if k in med[arm]
-            ]
-            lines.append(f"{bench} stock -> {arm}: " + " | ".join(pairs))
-            lines.append(f"{bench} THROUGHPUT RATIO {arm}/stock = {med[arm][rate] / med['stock'][rate]:.2f}x")
+            pairs = zip(arms["stock"][0]["losses"], arms[arm][0]["losses"], strict=False)
+            rows.append(
+                dict(
+                    bench=bench,
+                    arm=arm,
+                    stock=med["stock"],
+                    ours=med[arm],
+                    ratio=med[arm][rate] / med["stock"][rate],
+                    loss_gap=max((abs(a - b) for a, b in pairs), default=0.0),
+                )
+            )
+    return rows
+
+
+def _ratio(ours: float, stock: float) -> str:
+    return f" ({ours / stock:.2f}x)" if stock else ""
+
+
+def table(rows: list[dict]) -> str:
+    lines = []
+    for row in rows:
+        bench, arm, stock, ours = row["bench"], row["arm"], row["stock"], row["ours"]
+        lines.append(f"{bench} loss curves stock vs {arm}: max |difference| {row['loss_gap']:.2e} over the first round")
+        pairs = [f"{k} {stock[k]:.4g} -> {ours[k]:.4g}{_ratio(ours[k], stock[k])}" for k in stock if k in ours]
+        lines.append(f"{bench} stock -> {arm}: " + " | ".join(pairs))
+        lines.append(f"{bench} THROUGHPUT RATIO {arm}/stock = {row['ratio']:.2f}x")
     return "\n".join(lines)
 
 
-def main() -> None:
+def log_to_mlflow(results: list[dict], rows: list[dict], summary: str) -> None:
+    """One MLflow run: every result as an artifact, each arm's medians and ratio to stock as metrics."""
+    import math
+
+    import mlflow
+
+    with mlflow.start_run(run_name="bench-gpu"):
+        mlflow.log_dict({"results": results}, "bench.json")
+        mlflow.log_text(summary, "summary.txt")
+        for row in rows:
+            prefix = f"{row['bench']}/{row['arm']}"
+            values = {f"{prefix}/{k}": v for k, v in row["ours"].items() if math.isfinite(v)}
+            values |= {f"{row['bench']}/stock/{k}": v for k, v in row["stock"].items() if math.isfinite(v)}
+            mlflow.log_metrics({**values, f"{prefix}/ratio": row["ratio"], f"{prefix}/loss_gap": row["loss_gap"]})
+
+
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench-results")))
-    parser.add_argument("--phases", nargs="+", default=["grpo", "sft"])
+    parser.add_argument("--phases", nargs="+", default=["grpo", "sft"], choices=["grpo", "sft"])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--arms", nargs="+", default=["stock", "ours", "ours_gc", "ours_liger"])
-    parser.add_argument("--profile", nargs="*", default=[], metavar="BENCH:ARM", help="e.g. sft:ours_liger grpo:ours")
+    parser.add_argument("--profile", nargs="*", default=[], metavar="BENCH:ARM", help="e.g. sft:ours grpo:ours")
     parser.add_argument("--tiny", action="store_true", help="a tiny model and lengths: a smoke run of the code paths")
     args = parser.parse_args()
+    known = {"grpo": GRPO_ARMS, "sft": SFT_ARMS}
+    unknown = [a for a in args.arms if not any(a in arms for arms in known.values())]
+    if unknown:
+        parser.error(f"unknown arm '{unknown[0]}'; choose from {', '.join(sorted({*GRPO_ARMS, *SFT_ARMS}))}")
+    for spec in args.profile:
+        bench, _, arm = spec.partition(":")
+        if arm not in known.get(bench, {}):
+            parser.error(f"--profile '{spec}': give BENCH:ARM, e.g. sft:ours or grpo:ours")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    return args
+
+
+def main() -> None:
+    args = _arguments()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.tiny:
         global LENGTH, SEQ
@@ -454,18 +506,15 @@ def main() -> None:
                 print("RESULT", json.dumps(result), flush=True)
                 with (args.out / "bench.jsonl").open("a") as f:
                     f.write(json.dumps(result) + "\n")
-    summary = table(results)
+    rows = compare(results)
+    summary = table(rows)
     print(summary)
     (args.out / "summary.txt").write_text(summary + "\n")
     for spec in args.profile:
-        bench, arm = spec.split(":")
+        bench, _, arm = spec.partition(":")
         print(profile_step(model_dir, bench, arm, args.out))
     if os.environ.get("MLFLOW_TRACKING_URI"):
-        import mlflow
-
-        with mlflow.start_run(run_name="bench-gpu"):
-            mlflow.log_dict({"results": results}, "bench.json")
-            mlflow.log_text(summary, "summary.txt")
+        log_to_mlflow(results, rows, summary)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,85 @@
+"""The GPU benchmark's code paths on the CPU: a tiny model through every phase, the ratio table, MLflow logging
+and the one-line errors for bad arguments. (The numbers mean something only on a GPU: `make bench-gpu`.)"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from models.benchmarks.gpu import compare, table
+
+
+def _result(bench: str, arm: str, rate: float, **extra) -> dict:
+    key = "train_tokens_per_s" if bench == "grpo" else "tokens_per_s"
+    return {"bench": bench, "arm": arm, key: rate, "step_s": 1 / rate, "losses": [1.0, 0.5], **extra}
+
+
+def test_ratios_are_medians_against_stock_in_the_same_results():
+    results = [
+        _result("sft", "stock", 100.0, peak_gib=6.0),
+        _result("sft", "ours", 190.0, peak_gib=30.0, losses=[1.0, 0.5001]),
+        _result("sft", "stock", 110.0, peak_gib=6.0),
+        _result("sft", "ours", 200.0, peak_gib=30.0),
+        _result("grpo", "stock", 10.0, rollout_held_mib=0.0),
+        _result("grpo", "ours", 60.0, rollout_held_mib=0.0),
+        {"bench": "grpo", "arm": "ours", "error": "RuntimeError: failed", "round": 1},
+    ]
+    rows = {(r["bench"], r["arm"]): r for r in compare(results)}
+    assert rows["sft", "ours"]["ratio"] == pytest.approx(195 / 105)
+    assert rows["sft", "ours"]["loss_gap"] == pytest.approx(1e-4)
+    assert rows["grpo", "ours"]["ratio"] == pytest.approx(6.0)
+    text = table(list(rows.values()))
+    assert "sft THROUGHPUT RATIO ours/stock = 1.86x" in text
+    grpo_line = next(line for line in text.splitlines() if line.startswith("grpo stock -> ours"))
+    assert grpo_line.endswith("rollout_held_mib 0 -> 0")  # no ratio against a zero
+
+
+def _bench(tmp_path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "models.benchmarks.gpu", "--out", str(tmp_path / "out"), *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--arms", "stock", "fast"], "unknown arm 'fast'"),
+        (["--profile", "sft"], "--profile 'sft': give BENCH:ARM"),
+        (["--phases", "dpo"], "invalid choice: 'dpo'"),
+    ],
+)
+def test_bad_arguments_fail_in_one_line_before_any_work(tmp_path, args, message):
+    done = _bench(tmp_path, *args)
+    assert done.returncode == 2
+    assert message in done.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_tiny_run_prints_ratios_and_logs_them_to_mlflow(tmp_path, monkeypatch):
+    import os
+
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    done = _bench(tmp_path, "--tiny", "--rounds", "1", "--arms", "stock", "ours", env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = (tmp_path / "out" / "summary.txt").read_text()
+    assert "grpo THROUGHPUT RATIO ours/stock" in summary and "sft THROUGHPUT RATIO ours/stock" in summary
+    results = [json.loads(line) for line in (tmp_path / "out" / "bench.jsonl").read_text().splitlines()]
+    assert {(r["bench"], r["arm"]) for r in results} == {
+        ("grpo", "stock"),
+        ("grpo", "ours"),
+        ("sft", "stock"),
+        ("sft", "ours"),
+    }
+    assert not any("error" in r for r in results)
+    sft_ours = next(r for r in results if r["bench"] == "sft" and r["arm"] == "ours")
+    assert len(sft_ours["losses"]) == 3 and all(loss > 0 for loss in sft_ours["losses"])  # every step's loss
+    mlflow.set_tracking_uri(uri)
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert run.info.run_name == "bench-gpu"
+    assert {"sft/ours/ratio", "grpo/ours/ratio", "sft/stock/tokens_per_s"} <= set(run.data.metrics)
