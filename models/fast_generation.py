@@ -9,8 +9,9 @@ sampling and the writes into the output all run inside it, so the CPU only launc
 synchronised only every `check_every` steps, to stop once every row has ended. On an H200, 64 rows x 256 tokens
 take ~0.8 s (~3 ms a token, prefill included; README).
 
-Memory: the graph is captured afresh for each batch of prompts and the KV cache's storage is released after it, so
-nothing of the rollout stays allocated while the policy trains.
+Memory: the graph is captured afresh for each batch of prompts, and the KV cache's storage and the side stream's
+cuBLAS workspace are released after it, so nothing of the rollout stays allocated while the policy trains (the
+graph memory pool stays reserved for the next batch).
 
 Same function as `model.generate(do_sample=True, ...)` for the processors it supports; `supports()` says whether a
 generation config uses only those (anything else falls back to HF generate).

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import mlflow
@@ -24,13 +25,22 @@ from models.trl_knobs import resolved_knobs
 log = logging.getLogger(__name__)
 
 
-def sft_trainer(model, tokenizer, rows: list[dict], knobs: dict, seed: int, output_dir: Path, **options):
-    """TRL's SFTTrainer as the SFT stages build it (`make bench-gpu` times this same trainer against stock TRL).
-    options: compile_layers (compile each decoder layer first), callbacks."""
+def sft_trainer(
+    model,
+    tokenizer,
+    rows: list[dict],
+    knobs: dict,
+    seed: int,
+    output_dir: Path,
+    compile_layers: bool = False,
+    callbacks: Sequence = (),
+):
+    """TRL's SFTTrainer as the SFT stages build it (`make bench-gpu` times this same trainer against stock TRL);
+    compile_layers: compile each decoder layer first (compile_decoder_layers)."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    if options.get("compile_layers"):
+    if compile_layers:
         compile_decoder_layers(model)
     args = SFTConfig(
         output_dir=str(output_dir),
@@ -43,7 +53,7 @@ def sft_trainer(model, tokenizer, rows: list[dict], knobs: dict, seed: int, outp
         args=args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        callbacks=list(options.get("callbacks", ())),
+        callbacks=list(callbacks),
     )
 
 

@@ -50,7 +50,7 @@ SFT_ARMS = {
     "stock": dict(),  # TRL defaults: activation (gradient) checkpointing on
     "ours": dict(activation_checkpointing=False, compile_layers=True, dataloader_num_workers=2),
     "ours_gc": dict(compile_layers=True, dataloader_num_workers=2),  # checkpointing kept: stock's memory or less
-    "ours_liger": dict(activation_checkpointing=False, use_liger_kernel=True),  # the lever the issue measured
+    "ours_liger": dict(activation_checkpointing=False, use_liger_kernel=True),  # TRL's own fused-kernel lever
 }
 
 
@@ -304,7 +304,7 @@ def run_sft(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=())
         per_device_train_batch_size=32,
         max_length=SEQ,
         max_steps=warmup + measured,
-        logging_steps=10,  # TRL's SFT default, and the stock baseline's
+        logging_steps=10,  # TRL's SFT default
         save_strategy="no",
         disable_tqdm=True,
         learning_rate=1e-5,
