@@ -1,6 +1,6 @@
 """TRL knobs of each training stage: the project's defaults, the recipe's values on top, checked against TRL.
 
-The defaults are the embedded tiny pipeline's (2 CPU cores; README, "The embedded default", says why);
+The defaults are the embedded tiny pipeline's (2 CPU cores; README, "The embedded default", lists them);
 real recipes override them (flows/recipes/). Keys the pipeline owns (where outputs and metrics go) are refused.
 """
 

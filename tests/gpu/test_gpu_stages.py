@@ -6,44 +6,20 @@ from __future__ import annotations
 
 import pytest
 import torch
+from stage_chain import TRAINED_FROM, run_chain
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory, small_stages):
-    from models.factory import model_record
     from models.recipe import load_recipe
-    from models.run_stage import run
-    from models.stage_io import StageSpec
 
     overrides = [*small_stages, "cold_start_sft.compile_layers=true"]  # the per-layer-compiled SFT path too
-    out, recipe = tmp_path_factory.mktemp("gpu"), load_recipe(None, overrides)
-    records = {"base": model_record(recipe.model.base, "base_model")}
-    plan = [
-        ("cold_start_sft", {"base": "base"}),
-        ("reasoning_rl", {"model": "cold_start_sft"}),
-        ("rejection_sampling", {"model": "reasoning_rl"}),
-        ("supervised_merge", {"start": "base", "data": "rejection_sampling"}),
-        ("final_rl", {"model": "cold_start_sft"}),
-    ]
-    for stage, inputs in plan:
-        spec = StageSpec(
-            stage=stage, recipe=recipe, inputs={k: records[v] for k, v in inputs.items()}, output=str(out / stage)
-        )
-        records[stage] = run(spec)
-    return records
+    return run_chain(load_recipe(None, overrides), tmp_path_factory.mktemp("gpu"))
 
 
-@pytest.mark.parametrize(
-    ("stage", "start"),
-    [
-        ("cold_start_sft", "base"),
-        ("reasoning_rl", "cold_start_sft"),
-        ("supervised_merge", "base"),
-        ("final_rl", "cold_start_sft"),
-    ],
-)
+@pytest.mark.parametrize(("stage", "start"), TRAINED_FROM)
 def test_stage_trains_on_the_gpu(chain, stage, start, weights_changed, weights_of):
     assert weights_changed(chain[start].uri, chain[stage].uri)
     assert all(torch.isfinite(v).all() for v in weights_of(chain[stage].uri).values())

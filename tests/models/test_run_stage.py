@@ -7,19 +7,19 @@ import json
 from pathlib import Path
 
 import pytest
+from stage_chain import TRAINED_FROM, run_chain
 
-from models.factory import model_record
 from models.recipe import load_recipe
 from models.records import STAMP, Artifact, fingerprint_dir, local_path
 from models.run_stage import run
 from models.stage_io import StageSpec
 
 
-def _run(stage: str, recipe, inputs: dict[str, Artifact], out: Path) -> Artifact:
-    spec = StageSpec(stage=stage, recipe=recipe, inputs=inputs, output=str(out / stage))
+def _run(spec: StageSpec) -> Artifact:
+    """The stage in process, checked: stamped, fingerprinted, no partial folder left."""
     record = run(spec)
     assert (local_path(record.uri) / STAMP).is_file()
-    assert not (out / f"{stage}.partial").exists()
+    assert not Path(spec.output).with_name(f"{spec.stage}.partial").exists()
     assert record.fingerprint == fingerprint_dir(local_path(record.uri))
     return record
 
@@ -33,18 +33,11 @@ def chain(tmp_path_factory, small_stages):
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")  # where a stray, unguarded log call would land
     recipe = load_recipe(None, small_stages)
-    base = model_record(recipe.model.base, "base_model")
-    records = {"base": base}
-    records["cold_start_sft"] = _run("cold_start_sft", recipe, {"base": base}, out)
-    records["reasoning_rl"] = _run("reasoning_rl", recipe, {"model": records["cold_start_sft"]}, out)
-    records["rejection_sampling"] = _run("rejection_sampling", recipe, {"model": records["reasoning_rl"]}, out)
-    records["supervised_merge"] = _run(
-        "supervised_merge", recipe, {"start": base, "data": records["rejection_sampling"]}, out
+    records = run_chain(recipe, out, _run)
+    evaluate = StageSpec(
+        stage="evaluate", recipe=recipe, inputs={"model": records["final_rl"]}, output=str(out / "evaluate")
     )
-    # final_rl starts from the cold-start policy here: a merge SFT on a dozen rows cannot yet write R1's format,
-    # and GRPO learns nothing (rightly) when every completion scores 0
-    records["final_rl"] = _run("final_rl", recipe, {"model": records["cold_start_sft"]}, out)
-    records["evaluate"] = _run("evaluate", recipe, {"model": records["final_rl"]}, out)
+    records["evaluate"] = _run(evaluate)
     yield records
     mlflow.set_tracking_uri(previous)
 
@@ -58,15 +51,7 @@ def test_stages_without_a_run_id_log_nothing(chain):
     assert mlflow_client.search_runs(experiments) == []
 
 
-@pytest.mark.parametrize(
-    ("stage", "start"),
-    [
-        ("cold_start_sft", "base"),
-        ("reasoning_rl", "cold_start_sft"),
-        ("supervised_merge", "base"),
-        ("final_rl", "cold_start_sft"),
-    ],
-)
+@pytest.mark.parametrize(("stage", "start"), TRAINED_FROM)
 def test_training_stage_changes_weights(chain, stage, start, weights_changed):
     assert weights_changed(chain[start].uri, chain[stage].uri)
     assert chain[stage].kind == "model"

@@ -1,0 +1,38 @@
+"""The five stages chained the way the flow chains them, for tests that run them in process (CPU and GPU)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+# (stage, {its input: the record it comes from}). final_rl starts from the cold-start policy here: a merge SFT on a
+# dozen rows cannot yet write R1's format, and GRPO learns nothing (rightly) when every completion scores 0.
+STAGE_CHAIN = [
+    ("cold_start_sft", {"base": "base"}),
+    ("reasoning_rl", {"model": "cold_start_sft"}),
+    ("rejection_sampling", {"model": "reasoning_rl"}),
+    ("supervised_merge", {"start": "base", "data": "rejection_sampling"}),
+    ("final_rl", {"model": "cold_start_sft"}),
+]
+# (training stage, the model it starts from): the pairs whose weights must differ
+TRAINED_FROM = [
+    ("cold_start_sft", "base"),
+    ("reasoning_rl", "cold_start_sft"),
+    ("supervised_merge", "base"),
+    ("final_rl", "cold_start_sft"),
+]
+
+
+def run_chain(recipe, out: Path, run_one: Callable | None = None) -> dict:
+    """Records of every stage in STAGE_CHAIN (and of the base), each run by `run_one(spec)` (default: in process)."""
+    from models.factory import model_record
+    from models.run_stage import run
+    from models.stage_io import StageSpec
+
+    records = {"base": model_record(recipe.model.base, "base_model")}
+    for stage, inputs in STAGE_CHAIN:
+        spec = StageSpec(
+            stage=stage, recipe=recipe, inputs={k: records[v] for k, v in inputs.items()}, output=str(out / stage)
+        )
+        records[stage] = (run_one or run)(spec)
+    return records
