@@ -1,5 +1,5 @@
 """Shared fixtures: a real (temporary) Prefect API server for the flow tests, the small stage settings the
-stage tests train with, and a weight comparison."""
+stage tests train with, a weight comparison and a tiny Qwen2."""
 
 from __future__ import annotations
 
@@ -69,3 +69,22 @@ def weights_changed():
         return any(not torch.equal(a[k], b[k]) for k in a)
 
     return changed
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2(tmp_path_factory) -> str:
+    """A tiny random Qwen2 folder (the tiny base model's tokenizer): its backbone takes a mask mapping."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from models.factory import load_tokenizer
+
+    tokenizer = load_tokenizer("builtin:tiny_base")
+    shape = dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+    )
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("qwen2")
+    Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tokenizer), **shape)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)

@@ -43,6 +43,7 @@ SYSTEM = (
     "then gives the answer, as <think> reasoning </think><answer> answer </answer>."
 )
 PEAK_BF16 = 989e12  # H100/H200 SXM dense bf16, datasheet
+VOCAB = 16384  # embedding rows: a multiple of 64, as real models pad theirs, so the LM head's GEMMs stay aligned
 LENGTH, SEQ = 256, 1024  # completion tokens (GRPO), sequence length (SFT); --tiny shrinks them for a CPU smoke run
 GRPO_ARMS = {"stock": dict(), "ours": dict()}  # same GRPOConfig; ours = FastGRPOTrainer (static-cache rollouts)
 # ours*: models.sft.sft_trainer, as the SFT stages build it; compile_layers is its option, the rest are SFTConfig fields
@@ -83,7 +84,7 @@ def build_model(folder: Path, seed: int = 0) -> None:
     tok.decoder = decoders.ByteLevel()
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     trainer = trainers.BpeTrainer(
-        vocab_size=16384,
+        vocab_size=VOCAB,
         special_tokens=special,
         show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
@@ -96,8 +97,9 @@ def build_model(folder: Path, seed: int = 0) -> None:
         "{{ '<|im_start|>assistant\\n' }}{% endif %}"
     )
     torch.manual_seed(seed)
+    assert len(fast) <= VOCAB, len(fast)
     config = Qwen2Config(
-        vocab_size=len(fast),
+        vocab_size=VOCAB,  # the tokenizer's tokens, padded as the baseline's model is (13,974 tokens today)
         bos_token_id=None,
         eos_token_id=fast.eos_token_id,
         pad_token_id=fast.pad_token_id,
@@ -343,7 +345,7 @@ def run_sft(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=())
         mfu=6 * params * tokens / step / PEAK_BF16,
         peak_gib=_peak_gib(),
         peak_requested_gib=_peak_requested_gib(),
-        losses=[float(loss) for loss in losses],
+        losses=_step_losses(losses, trainer.args.gradient_accumulation_steps),
     )
     del trainer
     return result
@@ -360,6 +362,13 @@ def _record_losses(trainer) -> list:
 
     trainer.compute_loss = recorded
     return losses
+
+
+def _step_losses(micro_losses: list, accumulation: int) -> list[float]:
+    """Each optimizer step's loss: TRL scales every micro-batch's loss by the whole step's token count, so a step's
+    loss is the sum over its micro-batches."""
+    values = [float(loss) for loss in micro_losses]
+    return [sum(values[i : i + accumulation]) for i in range(0, len(values), accumulation)]
 
 
 def profile_step(model_dir: Path, bench: str, arm: str, out: Path) -> str:
@@ -379,12 +388,72 @@ def profile_step(model_dir: Path, bench: str, arm: str, out: Path) -> str:
     with prof:
         runner(model_dir, arm, warmup=3, measured=2, callbacks=[Step()])
     averages = prof.key_averages()
-    text = "\n".join(
-        averages.table(sort_by=key, row_limit=rows, max_name_column_width=90)
-        for key, rows in (("cuda_time_total", 20), ("self_cuda_time_total", 45))
+    text = (
+        _busy(prof)
+        + "\n"
+        + "\n".join(
+            averages.table(sort_by=key, row_limit=rows, max_name_column_width=90)
+            for key, rows in (("cuda_time_total", 20), ("self_cuda_time_total", 45))
+        )
     )
     (out / f"profile_{bench}_{arm}.txt").write_text(text)
     return text
+
+
+def _busy(prof) -> str:
+    """How much of the profiled span the GPU ran kernels: the rest is idle, waiting for the host."""
+    from torch.autograd import DeviceType
+
+    kernels = [e for e in prof.events() if e.device_type == DeviceType.CUDA and not e.is_user_annotation]
+    spans = sorted((e.time_range.start, e.time_range.end) for e in kernels)
+    if not spans:
+        return "no GPU kernels profiled"
+    busy, reach = 0.0, spans[0][0]
+    for start, end in spans:
+        busy += max(0.0, end - max(start, reach))
+        reach = max(reach, end)
+    total = reach - spans[0][0]
+    idle = (total - busy) / 1e3
+    return f"GPU busy {busy / 1e3:.1f} ms of {total / 1e3:.1f} ms profiled ({busy / total:.1%}); idle {idle:.1f} ms"
+
+
+def host_syncs(model_dir: Path, bench: str, arm: str, out: Path) -> str:
+    """Where the host waits for the GPU in two steps after warm-up (torch.cuda sync debug mode): each wait drains
+    the GPU's queue. Counts per call site, innermost frame outside torch, written to $OUT/syncs_<bench>_<arm>.txt."""
+    import collections
+    import traceback
+    import warnings
+
+    from transformers import TrainerCallback
+
+    sites: collections.Counter = collections.Counter()
+
+    def record(message, category, filename, lineno, file=None, line=None):
+        if "synchronizing CUDA operation" not in str(message):
+            return
+        frames = [f for f in traceback.extract_stack()[:-1] if "/torch/" not in f.filename]
+        if any(f.name == "_sync" for f in frames):  # the bench's own clock
+            return
+        sites[" <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in frames[-1:-4:-1])] += 1
+
+    class Watch(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if CUDA:
+                torch.cuda.set_sync_debug_mode("warn" if state.global_step >= 3 else "default")
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if CUDA:
+                torch.cuda.set_sync_debug_mode("default")
+
+    runner = run_sft if bench == "sft" else run_grpo
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = record
+        runner(model_dir, arm, warmup=3, measured=2, callbacks=[Watch()])
+    lines = [f"{bench}:{arm}: {sum(sites.values()) / 2:g} host syncs a step (steps 4-5)"]
+    lines += [f"{n / 2:6g}  {site}" for site, n in sites.most_common(30)]
+    (out / f"syncs_{bench}_{arm}.txt").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines)
 
 
 def _ratio(ours: float, stock: float) -> str:
@@ -423,10 +492,6 @@ def compare(results: list[dict]) -> list[dict]:
     return rows
 
 
-def _ratio(ours: float, stock: float) -> str:
-    return f" ({ours / stock:.2f}x)" if stock else ""
-
-
 def table(rows: list[dict]) -> str:
     lines = []
     for row in rows:
@@ -461,16 +526,18 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--arms", nargs="+", default=["stock", "ours", "ours_gc", "ours_liger"])
     parser.add_argument("--profile", nargs="*", default=[], metavar="BENCH:ARM", help="e.g. sft:ours grpo:ours")
+    parser.add_argument("--syncs", nargs="*", default=[], metavar="BENCH:ARM", help="count host syncs a step")
     parser.add_argument("--tiny", action="store_true", help="a tiny model and lengths: a smoke run of the code paths")
     args = parser.parse_args()
     known = {"grpo": GRPO_ARMS, "sft": SFT_ARMS}
     unknown = [a for a in args.arms if not any(a in arms for arms in known.values())]
     if unknown:
         parser.error(f"unknown arm '{unknown[0]}'; choose from {', '.join(sorted({*GRPO_ARMS, *SFT_ARMS}))}")
-    for spec in args.profile:
-        bench, _, arm = spec.partition(":")
-        if arm not in known.get(bench, {}):
-            parser.error(f"--profile '{spec}': give BENCH:ARM, e.g. sft:ours or grpo:ours")
+    for option, specs in (("--profile", args.profile), ("--syncs", args.syncs)):
+        for spec in specs:
+            bench, _, arm = spec.partition(":")
+            if arm not in known.get(bench, {}):
+                parser.error(f"{option} '{spec}': give BENCH:ARM, e.g. sft:ours or grpo:ours")
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     return args
@@ -510,9 +577,10 @@ def main() -> None:
     summary = table(rows)
     print(summary)
     (args.out / "summary.txt").write_text(summary + "\n")
+    for spec in args.syncs:
+        print(host_syncs(model_dir, *spec.split(":"), args.out), flush=True)
     for spec in args.profile:
-        bench, _, arm = spec.partition(":")
-        print(profile_step(model_dir, bench, arm, args.out))
+        print(profile_step(model_dir, *spec.split(":"), args.out), flush=True)
     if os.environ.get("MLFLOW_TRACKING_URI"):
         log_to_mlflow(results, rows, summary)
 

@@ -1,6 +1,6 @@
 """GPU tests (run on the GPU machine: `python3 -m pytest -m gpu tests/gpu`; skipped where there is no CUDA device):
 a few steps of each training stage on the tiny model, weights change and stay finite; the CUDA-graph sampler
-matches HF greedy decoding on the GPU."""
+matches HF greedy decoding on the GPU; the SFT stages' trainer never waits for the GPU inside a step."""
 
 from __future__ import annotations
 
@@ -47,3 +47,30 @@ def test_graph_sampler_matches_greedy_generate_and_frees_its_memory():
         del out
         held.append(torch.cuda.memory_allocated())
     assert held[1] == held[2]  # nothing (cache, graph pool, workspaces) accumulates from call to call
+
+
+def test_sft_steps_never_wait_for_the_gpu(tmp_path, tiny_qwen2):
+    """After the first step, every step of the SFT stages' trainer runs with CUDA's sync debug mode set to raise on
+    any host sync, and a NaN-free loss comes out; the logging step (every 10 by default) is the only sync."""
+    from transformers import TrainerCallback
+
+    from models.factory import load_model
+    from models.sft import sft_trainer
+
+    class RaiseOnSync(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            torch.cuda.set_sync_debug_mode("error" if state.global_step >= 1 else "default")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            torch.cuda.set_sync_debug_mode("default")
+
+    model, tokenizer = load_model(tiny_qwen2, "bfloat16")
+    rows = [{"text": f"{a}{b} " * 40} for a in range(8) for b in range(8)]  # equal lengths: no padding
+    knobs = dict(max_steps=4, per_device_train_batch_size=8, logging_steps=10, save_strategy="no", disable_tqdm=True)
+    trainer = sft_trainer(model, tokenizer, rows, knobs, 0, tmp_path, compile_layers=True, callbacks=[RaiseOnSync()])
+    assert trainer.data_collator.drop_full_masks
+    try:
+        result = trainer.train()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(torch.tensor(result.training_loss))
