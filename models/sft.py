@@ -74,16 +74,13 @@ def train_sft(source: str, dtype: str, rows: list[dict], stage: SftStage, knobs:
 
 def compile_decoder_layers(model) -> int:
     """torch.compile each decoder layer in place (regional compilation: one compiled graph serves every layer, so
-    it compiles in seconds, not minutes): fused norm, rotary, SwiGLU and residual kernels, and q/k/v and gate/up
-    each as one GEMM (models.fused_linears). The LM head and loss stay TRL's fused, chunked head. Returns how many
-    layers were compiled."""
+    it compiles in seconds, not minutes): fused norm, rotary, SwiGLU and residual kernels. The LM head and loss
+    stay TRL's fused, chunked head. Returns how many layers were compiled."""
     from transformers.modeling_layers import GradientCheckpointingLayer
-
-    from models.fused_linears import FuseSiblingLinears
 
     layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
     for layer in layers:
-        layer.compile(dynamic=False, options={"pre_grad_custom_pass": FuseSiblingLinears()})
+        layer.compile(dynamic=False)
     return len(layers)
 
 
