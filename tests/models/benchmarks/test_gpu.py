@@ -83,3 +83,14 @@ def test_tiny_run_prints_ratios_and_logs_them_to_mlflow(tmp_path, monkeypatch):
     (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert run.info.run_name == "bench-gpu"
     assert {"sft/ours/ratio", "grpo/ours/ratio", "sft/stock/tokens_per_s"} <= set(run.data.metrics)
+
+
+def test_arms_cannot_leak_patches_of_transformers_modeling_modules_into_later_arms():
+    from transformers.models.qwen2 import modeling_qwen2
+
+    from models.benchmarks.gpu import restored_modeling_modules
+
+    original = modeling_qwen2.Qwen2RMSNorm
+    with restored_modeling_modules():
+        modeling_qwen2.Qwen2RMSNorm = object  # what Liger does to every Qwen2 built afterwards
+    assert modeling_qwen2.Qwen2RMSNorm is original
