@@ -1,15 +1,17 @@
 """FastSFTTrainer: TRL's SFTTrainer with the same loss, kernels and metrics, and no wait on the GPU inside a step.
 
 A host sync drains the GPU's queue: the GPU then idles while Python launches the next kernels. Stock SFTTrainer
-waits several times a step:
-- boolean-mask compaction of the hidden states before the fused LM head (`hidden[mask]` must learn its size);
+waits 14 times a step (`python -m models.benchmarks.gpu --syncs sft:stock` lists them):
+- boolean-mask indexing around the fused LM head, forward and backward (`hidden[mask]` must learn its size);
 - `.item()` on the entropy, token-accuracy and token-count metrics, and `num_valid > 0`;
 - the Trainer's NaN/Inf loss filter (`torch.isnan(loss) or torch.isinf(loss)` in a Python `if`);
-- a blocking host-to-device copy of every batch (accelerate's default).
+- a blocking host-to-device copy of every batch (accelerate's default);
+- transformers' check whether the attention mask has padding.
 Here the collator, on the host, lists the positions that carry a label (`scored_positions`), so the head gathers
 them with `index_select` and the count is a shape; metrics stay tensors until `log()` (one sync per logging step);
-the NaN/Inf filter runs on the device with `torch.where`; the caller turns on non-blocking copies from pinned
-memory. Where the fast path does not apply (see `fast_path_blocker`), the trainer is plain SFTTrainer.
+the NaN/Inf filter runs on the device with `torch.where`; an unpadded batch goes without its mask where the backbone
+takes a mask mapping; the caller turns on non-blocking copies from pinned memory. Where the fast path does not
+apply (see `fast_path_blocker`), the trainer is plain SFTTrainer.
 """
 
 from __future__ import annotations
@@ -22,12 +24,11 @@ from accelerate.utils import is_peft_model
 from torch.distributed.tensor import DTensor
 from trl import SFTTrainer
 from trl.kernels.chunked_logprob import ChunkedLogProbFunction
-from trl.trainer.utils import FusedCausalLMOutput, maybe_gather_lm_head_ctx
+from trl.trainer.utils import _CHUNKED_LOGPROB_CHUNK_SIZE, FusedCausalLMOutput, maybe_gather_lm_head_ctx
 
 log = logging.getLogger(__name__)
 
 HEAD_OUTPUTS = ("log_probs", "entropy", "is_top1")  # what SFTTrainer's metrics need, as TRL asks for them
-VOCAB_CHUNK = 32768  # TRL's chunk width for the fused head (trl.trainer.utils._CHUNKED_LOGPROB_CHUNK_SIZE)
 LOGIT_SCALING_KEYS = ("logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
 
 
@@ -49,9 +50,8 @@ class ScoredPositions:
             scored[:, :-1] = labels[:, 1:] != -100
         batch["scored_positions"] = scored.flatten().nonzero().squeeze(1)
         if self.drop_full_masks and "attention_mask" in batch and bool(batch["attention_mask"].all()):
-            del batch[
-                "attention_mask"
-            ]  # no padding: the forward asks for plain causal attention (see add_indexed_lm_head)
+            # no padding: the forward asks for plain causal attention instead (see add_indexed_lm_head)
+            del batch["attention_mask"]
         return batch
 
 
@@ -81,7 +81,10 @@ def takes_causal_mask_mapping(model) -> bool:
     import inspect
 
     layer_types = set(getattr(model.config, "layer_types", None) or ["full_attention"])
-    source = inspect.getsource(type(model.base_model).forward)
+    try:
+        source = inspect.getsource(type(model.base_model).forward)
+    except (OSError, TypeError):  # no source to read (a compiled or generated class): keep the mask
+        return False
     return layer_types == {"full_attention"} and "causal_mask_mapping := attention_mask" in source
 
 
@@ -113,7 +116,7 @@ def add_indexed_lm_head(model) -> None:
                 bias,
                 targets.index_select(0, scored_positions).to(weight.device),
                 1.0,  # temperature
-                VOCAB_CHUNK,
+                _CHUNKED_LOGPROB_CHUNK_SIZE,  # TRL's vocabulary chunk
                 softcap,
                 1.0,  # logit scale
                 HEAD_OUTPUTS,
@@ -148,8 +151,10 @@ class FastSFTTrainer(SFTTrainer):
         self._filter_nan_on_device, self.args.logging_nan_inf_filter = self.args.logging_nan_inf_filter, False
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if "scored_positions" not in inputs or return_outputs:
+        if "scored_positions" not in inputs or return_outputs:  # TRL's path, which also returns the logits
             inputs.pop("scored_positions", None)
+            if "attention_mask" not in inputs and "position_ids" not in inputs:
+                inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])  # the mask the collator dropped
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         mode = "train" if self.model.training else "eval"
         outputs = model(**inputs, use_cache=False)

@@ -3,13 +3,14 @@
     make bench-gpu                                   # on the GPU machine; writes $OUT/bench.jsonl and prints a table
     python -m models.benchmarks.gpu --out results/ --phases grpo sft [--rounds 2]
 
-Both arms get the identical model (a random-init Qwen2 of 372.6M parameters, bf16, tied embeddings, local
-byte-level BPE tokenizer of 16,384 tokens), the identical data, group size, completions per step, lengths and
+Both arms get the identical model (a random-init Qwen2 of 372.6M parameters, bf16, tied embeddings of 16,384 rows
+for a local byte-level BPE tokenizer), the identical data, group size, completions per step, lengths and
 optimizer settings; arms alternate (stock, ours, stock, ours, ...) so drift hits both. GRPO:
 8 prompts x 8 generations = 64 completions of exactly 256 tokens a step (min_new_tokens), beta 0, TRL's defaults
 otherwise (gradient checkpointing on in both arms). SFT: rows longer than 1,024 tokens truncated to 1,024, batch 32,
 logging every 10 steps (TRL's default); ours is the SFT stages' own trainer (models.sft.sft_trainer). Ours differs
-only in the levers named in ARMS. Results go to MLflow too when MLFLOW_TRACKING_URI is set.
+only in the levers named in ARMS. Results go to MLflow too when MLFLOW_TRACKING_URI is set. --syncs BENCH:ARM
+counts the host syncs of a step and where they happen; --profile BENCH:ARM prints top kernels and the GPU's busy share.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ def text_corpus(rng: random.Random, vocab: list[str], docs: int):
 
 
 def build_model(folder: Path, seed: int = 0) -> None:
-    """Byte-level BPE tokenizer (16,384 tokens, ChatML template) + random-init Qwen2 in bf16, saved to `folder`."""
+    """Byte-level BPE tokenizer (up to 16,384 tokens, ChatML template) + random-init Qwen2 in bf16 with 16,384
+    embedding rows, saved to `folder`."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
@@ -99,7 +101,6 @@ def build_model(folder: Path, seed: int = 0) -> None:
         "{{ '<|im_start|>assistant\\n' }}{% endif %}"
     )
     torch.manual_seed(seed)
-    assert len(fast) <= VOCAB, len(fast)
     config = Qwen2Config(
         vocab_size=VOCAB,  # the tokenizer's tokens, padded as the baseline's model is (13,974 tokens today)
         bos_token_id=None,

@@ -47,6 +47,7 @@ def _bench(tmp_path, *args: str, env: dict | None = None) -> subprocess.Complete
     [
         (["--arms", "stock", "fast"], "unknown arm 'fast'"),
         (["--profile", "sft"], "--profile 'sft': give BENCH:ARM"),
+        (["--syncs", "grpo:ours_gc"], "--syncs 'grpo:ours_gc': give BENCH:ARM"),
         (["--phases", "dpo"], "invalid choice: 'dpo'"),
     ],
 )
@@ -65,10 +66,11 @@ def test_tiny_run_prints_ratios_and_logs_them_to_mlflow(tmp_path, monkeypatch):
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    done = _bench(tmp_path, "--tiny", "--rounds", "1", "--arms", "stock", "ours", env=env)
+    done = _bench(tmp_path, "--tiny", "--rounds", "1", "--arms", "stock", "ours", "--syncs", "sft:ours", env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     summary = (tmp_path / "out" / "summary.txt").read_text()
     assert "grpo THROUGHPUT RATIO ours/stock" in summary and "sft THROUGHPUT RATIO ours/stock" in summary
+    assert "sft:ours: 0 host syncs a step" in (tmp_path / "out" / "syncs_sft_ours.txt").read_text()  # none on a CPU
     results = [json.loads(line) for line in (tmp_path / "out" / "bench.jsonl").read_text().splitlines()]
     assert {(r["bench"], r["arm"]) for r in results} == {
         ("grpo", "stock"),
