@@ -1,11 +1,11 @@
 """FastSFTTrainer: TRL's SFTTrainer with the same loss, kernels and metrics, and no wait on the GPU inside a step.
 
 A host sync drains the GPU's queue: the GPU then idles while Python launches the next kernels. Stock SFTTrainer
-waits 14 times a step (`python -m models.benchmarks.gpu --syncs sft:stock` lists them):
+waits 15 times a step (`python -m models.benchmarks.gpu --syncs sft:stock` lists them):
 - boolean-mask indexing around the fused LM head, forward and backward (`hidden[mask]` must learn its size);
 - `.item()` on the entropy, token-accuracy and token-count metrics, and `num_valid > 0`;
 - the Trainer's NaN/Inf loss filter (`torch.isnan(loss) or torch.isinf(loss)` in a Python `if`);
-- a blocking host-to-device copy of every batch (accelerate's default);
+- blocking host-to-device copies of every batch (accelerate's default);
 - transformers' check whether the attention mask has padding.
 Here the collator, on the host, lists the positions that carry a label (`scored_positions`), so the head gathers
 them with `index_select` and the count is a shape; metrics stay tensors until `log()` (one sync per logging step);

@@ -444,8 +444,9 @@ def _busy(prof) -> str:
 
 
 def host_syncs(model_dir: Path, bench: str, arm: str, out: Path) -> str:
-    """Where the host waits for the GPU in two steps after warm-up (torch.cuda sync debug mode): each wait drains
-    the GPU's queue. Counts per call site, innermost frame outside torch, written to $OUT/syncs_<bench>_<arm>.txt."""
+    """Where the host waits for the GPU in steps 4 and 5, batch fetches included (torch.cuda sync debug mode): each
+    wait drains the GPU's queue. Counts per call site, innermost frames outside torch, written to
+    $OUT/syncs_<bench>_<arm>.txt."""
     import collections
     import traceback
     import warnings
@@ -462,14 +463,10 @@ def host_syncs(model_dir: Path, bench: str, arm: str, out: Path) -> str:
             return
         sites[" <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in frames[-1:-4:-1])] += 1
 
-    class Watch(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kwargs):
+    class Watch(TrainerCallback):  # watches from the end of step 3 to the end of step 5: all of steps 4 and 5
+        def on_step_end(self, args, state, control, **kwargs):
             if CUDA:
-                torch.cuda.set_sync_debug_mode("warn" if state.global_step >= 3 else "default")
-
-        def on_train_end(self, args, state, control, **kwargs):
-            if CUDA:
-                torch.cuda.set_sync_debug_mode("default")
+                torch.cuda.set_sync_debug_mode("warn" if 3 <= state.global_step < 5 else "default")
 
     runner = run_sft if bench == "sft" else run_grpo
     with warnings.catch_warnings():
