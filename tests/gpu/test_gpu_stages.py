@@ -50,8 +50,9 @@ def test_graph_sampler_matches_greedy_generate_and_frees_its_memory():
 
 
 def test_sft_steps_never_wait_for_the_gpu(tmp_path, tiny_qwen2):
-    """After the first step, every step of the SFT stages' trainer runs with CUDA's sync debug mode set to raise on
-    any host sync, and a NaN-free loss comes out; the logging step (every 10 by default) is the only sync."""
+    """After the first step, the SFT stages' trainer runs each step (forward, backward, optimizer) with CUDA's sync
+    debug mode set to raise on any host sync, and a finite loss comes out. The bench's `--syncs` also covers the
+    batch fetches (0 syncs a step on the H200); the logging step (every 10 by default) is the one sync left."""
     from transformers import TrainerCallback
 
     from models.factory import load_model
