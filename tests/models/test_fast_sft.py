@@ -8,9 +8,10 @@ import math
 import pytest
 import torch
 from datasets import Dataset
+from test_sft import KNOBS  # the SFT test settings: tiny batches, a step logged at a time
 from trl import SFTConfig, SFTTrainer
 
-from models.factory import load_model
+from models.factory import load_model, precision_knobs
 from models.fast_sft import FastSFTTrainer, ScoredPositions
 
 PADDED = [  # prompt/completion rows of different lengths: padding and prompt tokens without labels
@@ -25,18 +26,7 @@ LOGGED = ("loss", "grad_norm", "entropy", "mean_token_accuracy", "num_tokens")
 def _history(trainer_class, rows, tmp_path, source="builtin:tiny_base", **knobs) -> tuple[list[dict], object]:
     model, tokenizer = load_model(source, "float32")
     args = SFTConfig(
-        output_dir=str(tmp_path),
-        max_steps=4,
-        per_device_train_batch_size=8,
-        learning_rate=1e-3,
-        logging_steps=1,
-        save_strategy="no",
-        disable_tqdm=True,
-        report_to="none",
-        use_cpu=True,
-        bf16=False,
-        seed=0,
-        **knobs,
+        output_dir=str(tmp_path), report_to="none", seed=0, **precision_knobs({**KNOBS, "max_steps": 4, **knobs})
     )
     trainer = trainer_class(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
     trainer.train()
