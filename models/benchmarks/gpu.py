@@ -9,8 +9,10 @@ optimizer settings; arms alternate (stock, ours, stock, ours, ...) so drift hits
 8 prompts x 8 generations = 64 completions of exactly 256 tokens a step (min_new_tokens), beta 0, TRL's defaults
 otherwise (gradient checkpointing on in both arms). SFT: rows longer than 1,024 tokens truncated to 1,024, batch 32,
 logging every 10 steps (TRL's default); ours is the SFT stages' own trainer (models.sft.sft_trainer). Ours differs
-only in the levers named in ARMS. Results go to MLflow too when MLFLOW_TRACKING_URI is set. --syncs BENCH:ARM
-counts the host syncs of a step and where they happen; --profile BENCH:ARM prints top kernels and the GPU's busy share.
+only in the levers named in ARMS. Throughput ratios are against stock (TRL's defaults); peak memory is also held
+against stock with the same checkpointing (stock_nogc for the arms that turn it off). Results go to MLflow too when
+MLFLOW_TRACKING_URI is set. --syncs BENCH:ARM counts the host syncs of a step and where they happen; --profile
+BENCH:ARM prints top kernels and the GPU's busy share.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ GRPO_ARMS = {"stock": dict(), "ours": dict()}  # same GRPOConfig; ours = FastGRP
 # ours*: models.sft.sft_trainer, as the SFT stages build it; compile_layers is its option, the rest are SFTConfig fields
 SFT_ARMS = {
     "stock": dict(),  # TRL defaults: activation (gradient) checkpointing on
+    "stock_nogc": dict(activation_checkpointing=False),  # stock without checkpointing: the others' memory reference
     "ours": dict(activation_checkpointing=False, compile_layers=True, dataloader_num_workers=2),
     "ours_gc": dict(compile_layers=True, dataloader_num_workers=2),  # checkpointing kept: stock's memory or less
     "ours_liger": dict(activation_checkpointing=False, use_liger_kernel=True),  # TRL's own fused-kernel lever
@@ -341,8 +344,8 @@ def run_sft(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=())
     )
     rows = sft_rows(32 * (warmup + measured))
     clock = StepClock(warmup, every_step=False)
-    if arm == "stock":
-        args = SFTConfig(output_dir=tempfile.mkdtemp(), report_to="none", seed=0, **common, **_precision())
+    if arm.startswith("stock"):
+        args = SFTConfig(output_dir=tempfile.mkdtemp(), report_to="none", seed=0, **common, **knobs, **_precision())
         trainer = SFTTrainer(
             model=str(model_dir),
             args=args,
@@ -422,6 +425,7 @@ def compare(results: list[dict]) -> list[dict]:
         }
         for arm in (a for a in arms if a != "stock"):
             pairs = zip(arms["stock"][0]["losses"], arms[arm][0]["losses"], strict=False)
+            reference = memory_reference(bench, arm, arms)
             rows.append(
                 dict(
                     bench=bench,
@@ -430,9 +434,23 @@ def compare(results: list[dict]) -> list[dict]:
                     ours=med[arm],
                     ratio=med[arm][rate] / med["stock"][rate],
                     loss_gap=max((abs(a - b) for a, b in pairs), default=0.0),
+                    memory_reference=reference,
+                    memory_ratio=med[arm].get("peak_gib", 0.0) / (med[reference].get("peak_gib") or float("nan")),
                 )
             )
     return rows
+
+
+def checkpointed(bench: str, arm: str) -> bool:
+    """Whether an arm keeps TRL's default activation checkpointing (every GRPO arm does)."""
+    return bench == "grpo" or SFT_ARMS[arm].get("activation_checkpointing", True)
+
+
+def memory_reference(bench: str, arm: str, arms: dict) -> str:
+    """The stock arm an arm's peak memory is held against: stock with the same batch and the same checkpointing
+    (stock_nogc for an arm without it, when that arm ran), else stock."""
+    stocks = [a for a in arms if a.startswith("stock") and a != arm]
+    return next((a for a in stocks if checkpointed(bench, a) == checkpointed(bench, arm)), "stock")
 
 
 def table(rows: list[dict]) -> str:
@@ -443,7 +461,18 @@ def table(rows: list[dict]) -> str:
         pairs = [f"{k} {stock[k]:.4g} -> {ours[k]:.4g}{_ratio(ours[k], stock[k])}" for k in stock if k in ours]
         lines.append(f"{bench} stock -> {arm}: " + " | ".join(pairs))
         lines.append(f"{bench} THROUGHPUT RATIO {arm}/stock = {row['ratio']:.2f}x")
+        reference = row["memory_reference"]
+        lines.append(
+            f"{bench} PEAK MEMORY RATIO {arm}/{reference} = {row['memory_ratio']:.2f}x ({_mode(bench, arm, reference)})"
+        )
     return "\n".join(lines)
+
+
+def _mode(bench: str, arm: str, reference: str) -> str:
+    if checkpointed(bench, arm) == checkpointed(bench, reference):
+        return "same batch, same activation checkpointing"
+    with_it, without = (arm, reference) if checkpointed(bench, arm) else (reference, arm)
+    return f"same batch; {with_it} checkpoints activations, {without} does not"
 
 
 def log_to_mlflow(results: list[dict], rows: list[dict], summary: str) -> None:
@@ -459,7 +488,10 @@ def log_to_mlflow(results: list[dict], rows: list[dict], summary: str) -> None:
             prefix = f"{row['bench']}/{row['arm']}"
             values = {f"{prefix}/{k}": v for k, v in row["ours"].items() if math.isfinite(v)}
             values |= {f"{row['bench']}/stock/{k}": v for k, v in row["stock"].items() if math.isfinite(v)}
-            mlflow.log_metrics({**values, f"{prefix}/ratio": row["ratio"], f"{prefix}/loss_gap": row["loss_gap"]})
+            values |= {f"{prefix}/ratio": row["ratio"], f"{prefix}/loss_gap": row["loss_gap"]}
+            if math.isfinite(row["memory_ratio"]):
+                values[f"{prefix}/memory_ratio"] = row["memory_ratio"]
+            mlflow.log_metrics(values)
 
 
 def _arguments() -> argparse.Namespace:
@@ -467,7 +499,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench-results")))
     parser.add_argument("--phases", nargs="+", default=["grpo", "sft"], choices=["grpo", "sft"])
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--arms", nargs="+", default=["stock", "ours", "ours_gc", "ours_liger"])
+    parser.add_argument("--arms", nargs="+", default=["stock", "stock_nogc", "ours", "ours_gc", "ours_liger"])
     parser.add_argument("--profile", nargs="*", default=[], metavar="BENCH:ARM", help="e.g. sft:ours grpo:ours")
     parser.add_argument("--syncs", nargs="*", default=[], metavar="BENCH:ARM", help="count host syncs a step")
     parser.add_argument("--tiny", action="store_true", help="a tiny model and lengths: a smoke run of the code paths")

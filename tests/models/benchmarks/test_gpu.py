@@ -35,6 +35,24 @@ def test_ratios_are_medians_against_stock_in_the_same_results():
     assert "sft THROUGHPUT RATIO ours/stock = 1.86x" in text
     grpo_line = next(line for line in text.splitlines() if line.startswith("grpo stock -> ours"))
     assert grpo_line.endswith("rollout_held_mib 0 -> 0")  # no ratio against a zero
+    assert "sft PEAK MEMORY RATIO ours/stock = 5.00x (same batch; stock checkpoints activations, ours does not)" in text
+
+
+def test_peak_memory_is_held_against_stock_with_the_same_checkpointing():
+    results = [
+        _result("sft", "stock", 100.0, peak_gib=6.0),
+        _result("sft", "stock_nogc", 120.0, peak_gib=45.0),
+        _result("sft", "ours", 200.0, peak_gib=32.0),
+        _result("sft", "ours_gc", 170.0, peak_gib=5.4),
+    ]
+    rows = {r["arm"]: r for r in compare(results)}
+    assert rows["ours"]["ratio"] == pytest.approx(2.0)  # throughput: always against TRL's defaults
+    assert (rows["ours"]["memory_reference"], rows["ours"]["memory_ratio"]) == ("stock_nogc", pytest.approx(32 / 45))
+    assert (rows["ours_gc"]["memory_reference"], rows["ours_gc"]["memory_ratio"]) == ("stock", pytest.approx(0.9))
+    assert rows["stock_nogc"]["memory_reference"] == "stock"
+    text = table(list(rows.values()))
+    assert "sft PEAK MEMORY RATIO ours/stock_nogc = 0.71x (same batch, same activation checkpointing)" in text
+    assert "sft PEAK MEMORY RATIO ours_gc/stock = 0.90x (same batch, same activation checkpointing)" in text
 
 
 def _bench(tmp_path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -66,7 +84,9 @@ def test_tiny_run_prints_ratios_and_logs_them_to_mlflow(tmp_path, monkeypatch):
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    done = _bench(tmp_path, "--tiny", "--rounds", "1", "--arms", "stock", "ours", "--syncs", "sft:ours", env=env)
+    done = _bench(
+        tmp_path, "--tiny", "--rounds", "1", "--arms", "stock", "stock_nogc", "ours", "--syncs", "sft:ours", env=env
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     summary = (tmp_path / "out" / "summary.txt").read_text()
     assert "grpo THROUGHPUT RATIO ours/stock" in summary and "sft THROUGHPUT RATIO ours/stock" in summary
@@ -76,6 +96,7 @@ def test_tiny_run_prints_ratios_and_logs_them_to_mlflow(tmp_path, monkeypatch):
         ("grpo", "stock"),
         ("grpo", "ours"),
         ("sft", "stock"),
+        ("sft", "stock_nogc"),
         ("sft", "ours"),
     }
     assert not any("error" in r for r in results)
