@@ -115,6 +115,14 @@ class SftStage(Strict):
         "layers). On an H200, with the SFT stages' trainer: 2.05x stock TRL's tokens/s with activation checkpointing "
         "off and 1.68x with it on (README).",
     )
+    activation_memory_budget: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="With compile_layers and activation checkpointing off: the share of each decoder layer's "
+        "activations kept for the backward pass (torch.compile's partitioner recomputes the cheapest of the rest; "
+        "0 would be full checkpointing, 1 keeps them all). Between the two speeds and memories (README).",
+    )
 
     @model_validator(mode="after")
     def _one_compiler(self) -> SftStage:
@@ -123,6 +131,19 @@ class SftStage(Strict):
                 raise ValueError(
                     f"compile_layers and trl.{knob} cannot be combined (both replace the layer kernels); keep one"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _budget_needs_compiled_layers(self) -> SftStage:
+        if self.activation_memory_budget == 1:
+            return self
+        if not self.compile_layers:
+            raise ValueError("activation_memory_budget needs compile_layers: true (the compiler does the recomputing)")
+        if self.trl.get("activation_checkpointing") or self.trl.get("gradient_checkpointing"):
+            raise ValueError(
+                "activation_memory_budget and trl.activation_checkpointing cannot be combined (checkpointing "
+                "recomputes every layer already); keep one"
+            )
         return self
 
 

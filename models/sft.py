@@ -34,10 +34,12 @@ def sft_trainer(
     output_dir: Path,
     compile_layers: bool = False,
     callbacks: Sequence = (),
+    activation_memory_budget: float = 1.0,
 ):
     """The SFT stages' trainer (`make bench-gpu` times this same trainer against stock TRL): FastSFTTrainer, TRL's
     SFTTrainer without host syncs in its step, with batches copied to the GPU without blocking; compile_layers:
-    compile each decoder layer first (compile_decoder_layers)."""
+    compile each decoder layer first (compile_decoder_layers, keeping activation_memory_budget of their
+    activations)."""
     import torch
     from datasets import Dataset
     from trl import SFTConfig
@@ -45,7 +47,7 @@ def sft_trainer(
     from models.fast_sft import FastSFTTrainer
 
     if compile_layers:
-        compile_decoder_layers(model)
+        compile_decoder_layers(model, activation_memory_budget)
     args = SFTConfig(
         output_dir=str(output_dir),
         report_to=["mlflow"] if mlflow.active_run() else "none",
@@ -65,23 +67,48 @@ def sft_trainer(
 def train_sft(source: str, dtype: str, rows: list[dict], stage: SftStage, knobs: dict, seed: int, out: Path) -> dict:
     """Fine-tune on `rows` and save model + tokenizer to `out`; returns TRL's final training metrics."""
     model, tokenizer = load_model(source, dtype)
-    trainer = sft_trainer(model, tokenizer, rows, knobs, seed, scratch_dir(out), compile_layers=stage.compile_layers)
+    trainer = sft_trainer(
+        model,
+        tokenizer,
+        rows,
+        knobs,
+        seed,
+        scratch_dir(out),
+        compile_layers=stage.compile_layers,
+        activation_memory_budget=stage.activation_memory_budget,
+    )
     result = trainer.train()
     trainer.save_model(str(out))
     tokenizer.save_pretrained(str(out))
     return result.metrics
 
 
-def compile_decoder_layers(model) -> int:
+def compile_decoder_layers(model, activation_memory_budget: float = 1.0) -> int:
     """torch.compile each decoder layer in place (regional compilation: one compiled graph serves every layer, so
     it compiles in seconds, not minutes): fused norm, rotary, SwiGLU and residual kernels. The LM head and loss
-    stay TRL's fused, chunked head. Returns how many layers were compiled."""
+    stay TRL's fused, chunked head. Below 1, activation_memory_budget caps the share of a layer's activations kept
+    for the backward pass; the partitioner recomputes the cheapest of the rest. Returns how many layers were
+    compiled."""
     from transformers.modeling_layers import GradientCheckpointingLayer
 
     layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    backend = "inductor" if activation_memory_budget == 1 else _inductor_keeping(activation_memory_budget)
     for layer in layers:
-        layer.compile(dynamic=False)
+        layer.compile(dynamic=False, backend=backend)
     return len(layers)
+
+
+def _inductor_keeping(activation_memory_budget: float):
+    """Inductor, with AOTAutograd's partitioner held to this activation memory budget while it splits each layer's
+    forward from its backward (torch._functorch.config.activation_memory_budget, for these graphs only)."""
+    import torch
+    from torch._inductor.compile_fx import compile_fx
+
+    def backend(graph, example_inputs):
+        with torch._functorch.config.patch(activation_memory_budget=activation_memory_budget):
+            return compile_fx(graph, example_inputs)
+
+    return backend
 
 
 def merged_rows(verified: list[dict], non_reasoning: list[dict], ratio: float, seed: int) -> list[dict]:

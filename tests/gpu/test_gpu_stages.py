@@ -15,7 +15,12 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 def chain(tmp_path_factory, small_stages):
     from models.recipe import load_recipe
 
-    overrides = [*small_stages, "cold_start_sft.compile_layers=true"]  # the per-layer-compiled SFT path too
+    overrides = [
+        *small_stages,
+        "cold_start_sft.compile_layers=true",  # the per-layer-compiled SFT path too
+        "supervised_merge.compile_layers=true",
+        "supervised_merge.activation_memory_budget=0.5",  # and a budget for the activations it keeps
+    ]
     return run_chain(load_recipe(None, overrides), tmp_path_factory.mktemp("gpu"))
 
 

@@ -23,9 +23,18 @@ KNOBS = dict(
 )
 
 
-def _train(tmp_path, compile_layers: bool) -> tuple[list[float], dict]:
+def _train(tmp_path, compile_layers: bool, activation_memory_budget: float = 1.0, **knobs) -> tuple[list[float], dict]:
     model, tokenizer = load_model("builtin:tiny_base", "float32")
-    trainer = sft_trainer(model, tokenizer, ROWS, KNOBS, 0, tmp_path, compile_layers=compile_layers)
+    trainer = sft_trainer(
+        model,
+        tokenizer,
+        ROWS,
+        KNOBS | knobs,
+        0,
+        tmp_path,
+        compile_layers,
+        activation_memory_budget=activation_memory_budget,
+    )
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return losses, {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -43,3 +52,30 @@ def test_compiled_layers_train_like_eager(tmp_path):
 def test_compile_decoder_layers_compiles_every_layer():
     model, _ = load_model("builtin:tiny_base", "float32")
     assert compile_decoder_layers(model) == model.config.num_hidden_layers
+
+
+def _bytes_saved_for_backward(activation_memory_budget: float) -> int:
+    """Bytes one forward pass keeps for the backward pass, with the decoder layers compiled under this budget."""
+    torch._dynamo.reset()  # a fresh compile for each budget, whatever compiled before in this process
+    model, tokenizer = load_model("builtin:tiny_base", "float32")
+    compile_decoder_layers(model, activation_memory_budget)
+    batch = tokenizer([row["prompt"] + row["completion"] for row in ROWS], return_tensors="pt", padding=True)
+    model(**batch)  # compiles first
+    saved = []
+
+    def keep(tensor):
+        saved.append(tensor.numel() * tensor.element_size())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        model(**batch)
+    return sum(saved)
+
+
+def test_activation_memory_budget_keeps_fewer_activations_and_trains_the_same(tmp_path):
+    kept_all, kept_budget = _bytes_saved_for_backward(1.0), _bytes_saved_for_backward(0.05)
+    assert kept_budget < 0.5 * kept_all
+    full_losses, full_weights = _train(tmp_path / "full", True, activation_checkpointing=False)
+    budget_losses, budget_weights = _train(tmp_path / "budget", True, 0.05, activation_checkpointing=False)
+    assert budget_losses == pytest.approx(full_losses, rel=1e-5)
+    assert all(torch.allclose(w, full_weights[k], atol=1e-5) for k, w in budget_weights.items())
