@@ -7,7 +7,7 @@ RECIPE ?=
 OVERRIDES ?=
 STATE ?= .state
 
-.PHONY: demo run eval bench-gpu test-gpu test test-fast quality base-model ui-prefect ui-mlflow clean
+.PHONY: demo run eval bench-gpu bench-rl-curves test-gpu test test-fast quality base-model ui-prefect ui-mlflow clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,9 @@ ui-mlflow: $(BIN)/.installed
 
 bench-gpu:  ## on a GPU machine, in its own python3 (see README): ours vs stock TRL, GRPO and SFT, one run
 	$(or $(BENCH_PYTHON),python3) -m models.benchmarks.gpu --out $${OUT:-bench-results}
+
+bench-rl-curves: $(BIN)/.installed  ## reasoning_rl reward curves, our rollouts vs TRL's stock ones (CPU, ~5 minutes)
+	$(BIN)/python -m models.benchmarks.rl_curves --out $${OUT:-bench-results}/rl_curves
 
 test-gpu:  ## on a GPU machine: a few steps of every stage on the GPU
 	$(or $(BENCH_PYTHON),python3) -m pytest -q -m gpu tests/gpu -p no:cacheprovider

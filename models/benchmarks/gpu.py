@@ -485,7 +485,9 @@ def log_to_mlflow(results: list[dict], rows: list[dict], summary: str) -> None:
     """One MLflow run: every result as an artifact, each arm's medians and ratio to stock as metrics."""
     import mlflow
 
-    with mlflow.start_run(run_name="bench-gpu"):
+    from models.tracking import ensure_experiment
+
+    with mlflow.start_run(run_name="bench-gpu", experiment_id=ensure_experiment("bench-gpu")):
         mlflow.log_dict({"results": results}, "bench.json")
         mlflow.log_text(summary, "summary.txt")
         for row in rows:
