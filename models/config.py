@@ -192,7 +192,8 @@ class RlStage(Strict):
     rollout: Literal["static_cache", "hf_generate"] = Field(
         "static_cache",
         description="How completions are sampled when vLLM is off: static_cache (static KV cache, the decode step as "
-        "one CUDA graph on a GPU, HF generate's sampling; 5.4-6.9x stock TRL's GRPO step on an H200) or "
+        "one CUDA graph on a GPU, HF generate's sampling; 6-9x stock TRL's GRPO step on an H200, the same reward "
+        "curves within seed noise) or "
         "hf_generate (TRL's stock path).",
     )
 
