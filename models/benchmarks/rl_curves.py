@@ -70,14 +70,14 @@ def paired(differences: list[float]) -> tuple[float, float, float]:
 
 
 def compare(runs: dict[tuple[str, int], dict]) -> dict:
-    """Per figure: each arm's mean and spread over seeds, and the paired difference ours - stock."""
+    """Per figure: each arm's value on every seed, and the paired difference ours - stock with its interval."""
     seeds = sorted({seed for _, seed in runs})
     report = {}
     for figure in next(iter(runs.values())):
         per_arm = {arm: [runs[arm, s][figure] for s in seeds] for arm in ARMS}
         mean, low, high = paired([o - s for o, s in zip(per_arm["ours"], per_arm["stock"], strict=True)])
         report[figure] = {
-            **{arm: values for arm, values in per_arm.items()},
+            **per_arm,
             "difference": mean,
             "low": low,
             "high": high,
@@ -115,8 +115,8 @@ def _arguments() -> argparse.Namespace:
     args = parser.parse_args()
     if args.steps < 1:
         parser.error("--steps must be at least 1")
-    if len(set(args.seeds)) != len(args.seeds):
-        parser.error("--seeds must not repeat a seed")
+    if len(set(args.seeds)) != len(args.seeds) or len(args.seeds) < 2:
+        parser.error("--seeds needs two or more different seeds: the noise is measured between them")
     if args.out.exists() and any(args.out.iterdir()):
         parser.error(f"--out {args.out} already holds files; give an empty or new folder")
     return args

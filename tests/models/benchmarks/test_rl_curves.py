@@ -41,7 +41,8 @@ def test_bad_arguments_fail_in_one_line_before_any_work(tmp_path):
     for args, message in [
         (["--out", str(tmp_path)], "already holds files"),
         (["--out", str(tmp_path / "new"), "--steps", "0"], "--steps must be at least 1"),
-        (["--out", str(tmp_path / "new"), "--seeds", "1", "1"], "must not repeat a seed"),
+        (["--out", str(tmp_path / "new"), "--seeds", "1", "1"], "two or more different seeds"),
+        (["--out", str(tmp_path / "new"), "--seeds", "3"], "two or more different seeds"),
     ]:
         done = _bench(*args)
         assert done.returncode == 2 and message in done.stderr.strip().splitlines()[-1]
