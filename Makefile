@@ -48,7 +48,7 @@ ui-mlflow: $(BIN)/.installed
 bench-gpu:  ## on a GPU machine, in its own python3 (see README): ours vs stock TRL, GRPO and SFT, one run
 	$(or $(BENCH_PYTHON),python3) -m models.benchmarks.gpu --out $${OUT:-bench-results}
 
-bench-rl-curves: $(BIN)/.installed  ## reasoning_rl reward curves, our rollouts vs TRL's stock ones (CPU, ~5 minutes)
+bench-rl-curves: $(BIN)/.installed  ## reasoning_rl reward curves, our rollouts vs TRL's stock ones (CPU, ~3 minutes)
 	$(BIN)/python -m models.benchmarks.rl_curves --out $${OUT:-bench-results}/rl_curves
 
 test-gpu:  ## on a GPU machine: a few steps of every stage on the GPU

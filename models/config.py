@@ -121,8 +121,8 @@ class SftStage(Strict):
         le=1,
         description="With compile_layers and activation checkpointing off: the share of each decoder layer's "
         "activations kept for the backward pass (torch.compile's partitioner recomputes the cheapest of the rest; "
-        "0 would be full checkpointing, 1 keeps them all). On an H200, 0.5 ran at 1.81x stock TRL's tokens/s, at "
-        "half the memory of 1 (README).",
+        "0 would be full checkpointing, 1 keeps them all). On an H200, 0.5 ran at 1.81x stock TRL's tokens/s in "
+        "15.2 GiB, against 2.0x in 32.5 GiB for 1 (README).",
     )
 
     @model_validator(mode="after")

@@ -538,17 +538,13 @@ def main() -> None:
     model_dir = Path(tempfile.mkdtemp()) / "qwen2-372m"
     build_model(model_dir)
     results = []
-    runners = (
-        {"grpo": (run_grpo, 1, 1), "sft": (run_sft, 1, 2)}
-        if args.tiny
-        else {"grpo": (run_grpo, 2, 4), "sft": (run_sft, 3, 8)}
-    )
+    runners = {"grpo": run_grpo, "sft": run_sft}
+    steps = {"grpo": (1, 1), "sft": (1, 2)} if args.tiny else {"grpo": (2, 4), "sft": (3, 8)}  # (warm-up, measured)
     for round_ in range(args.rounds):  # stock and ours alternate inside every round
         for phase in args.phases:
-            runner, warmup, measured = runners[phase]
             for arm in (a for a in args.arms if a in (GRPO_ARMS if phase == "grpo" else SFT_ARMS)):
                 try:
-                    result = runner(model_dir, arm, warmup, measured)
+                    result = runners[phase](model_dir, arm, *steps[phase])
                 except Exception as err:  # noqa: BLE001 - a failed arm is reported, the others still run
                     result = dict(bench=phase, arm=arm, error=f"{type(err).__name__}: {err}"[:1500])
                 result["round"] = round_
@@ -560,7 +556,6 @@ def main() -> None:
     summary = table(rows)
     print(summary)
     (args.out / "summary.txt").write_text(summary + "\n")
-    runners = {"grpo": run_grpo, "sft": run_sft}
     for spec in args.syncs:
         bench, arm = spec.split(":")
         print(host_syncs(runners[bench], model_dir, bench, arm, args.out), flush=True)

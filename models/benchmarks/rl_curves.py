@@ -5,7 +5,7 @@ accuracy-reward curves (their means over the whole run and over its last quarter
 ours - stock with a 95% interval over seeds. The two arms draw different random numbers, so single runs differ;
 what must agree is the curves, within the seed-to-seed noise.
 
-    make bench-rl-curves                                     # CPU: 3 seeds x 150 steps, ~5 minutes
+    make bench-rl-curves                                     # CPU: 3 seeds x 150 steps, ~3 minutes on 2 cores
     python -m models.benchmarks.rl_curves --out results/ --seeds 0 1 2 --steps 150
 
 Each stage logs to MLflow as in the pipeline (experiment `rl-curves`; a SQLite store under --out unless
@@ -33,7 +33,7 @@ def rl_recipe(seed: int, steps: int, rollout: str):
     return load_recipe(None, [*overrides, "reasoning_rl.alarms.check_every=0"])  # held-out checks: not compared
 
 
-def run_stage(stage: str, recipe, inputs: dict, output: Path, experiment: str = "rl-curves"):
+def tracked_stage(stage: str, recipe, inputs: dict, output: Path, experiment: str = "rl-curves"):
     """One stage through models.run_stage, as the flow runs it, into its own MLflow run; returns (record, run id)."""
     from models.run_stage import run
     from models.stage_io import StageSpec
@@ -129,14 +129,14 @@ def main() -> None:
     from models.factory import model_record
 
     base = rl_recipe(args.seeds[0], args.steps, "static_cache")
-    cold, _ = run_stage(
+    cold, _ = tracked_stage(
         "cold_start_sft", base, {"base": model_record(base.model.base, "base_model")}, args.out / "cold_start_sft"
     )
     curves, runs = {}, {}
     for seed in args.seeds:
         for arm, rollout in ARMS.items():  # the arms alternate, seed by seed
             recipe = rl_recipe(seed, args.steps, rollout)
-            _, run_id = run_stage("reasoning_rl", recipe, {"model": cold}, args.out / f"rl_{arm}_{seed}")
+            _, run_id = tracked_stage("reasoning_rl", recipe, {"model": cold}, args.out / f"rl_{arm}_{seed}")
             curves[arm, seed] = {name: curve(run_id, metric) for name, metric in CURVES.items()}
             runs[arm, seed] = summary(curves[arm, seed])
             print("RESULT", arm, seed, json.dumps(runs[arm, seed]), flush=True)
