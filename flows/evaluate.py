@@ -16,7 +16,7 @@ from models.factory import model_record
 from models.records import Artifact, local_path
 from models.tracking import registered_model_dir
 from tasks.pipeline_run import close_pipeline_run, open_pipeline_run
-from tasks.stages import evaluation_of
+from tasks.stages import evaluate_in_tree
 
 
 @task
@@ -33,7 +33,7 @@ def r1_evaluate(model: str, recipe: Recipe | None = None) -> dict:
     pipeline = open_pipeline_run(recipe, f"evaluate-{flow_run.get_name() or 'local'}", flow_run.get_id() or "")
     try:
         record = evaluated_model(model)
-        evaluation = evaluation_of("evaluated_model")("evaluate", recipe, {"model": record}, pipeline)
+        evaluation, _ = evaluate_in_tree("evaluated_model", recipe, record, pipeline)
     except BaseException:
         close_pipeline_run(pipeline, "FAILED")
         raise

@@ -11,50 +11,78 @@ from prefect.runtime import flow_run
 
 from models.config import Recipe
 from models.records import Artifact
-from tasks.inputs import base_model, non_reasoning_data
-from tasks.pipeline_run import PipelineRun, close_pipeline_run, is_live, link_if_cached, open_pipeline_run
+from models.stage_io import stage_spec
+from models.stages import SOURCES, stage
+from tasks.inputs import source
+from tasks.pipeline_run import (
+    PipelineRun,
+    close_pipeline_run,
+    is_live,
+    link_if_cached,
+    log_evaluation,
+    open_pipeline_run,
+    record_output,
+)
 from tasks.promotion import promote
 from tasks.publish import register_model, summarize
-from tasks.stages import STAGE_TASKS, evaluation_of
+from tasks.stages import evaluate_in_tree, evaluation_inputs, evaluation_of, stage_task
 
 
 class Tracker:
-    """Runs a stage task (recomputing a cached result whose output folder has gone), evaluates its model, and
-    remembers what the summary needs."""
+    """Runs stage tasks with the inputs the stage registry names (recomputing a cached result whose output has
+    gone), evaluates every model, and remembers what the summary needs."""
 
     def __init__(self, recipe: Recipe, pipeline: PipelineRun):
         self.recipe, self.pipeline = recipe, pipeline
+        self.records: dict[str, Artifact | None] = {}
         self.evaluations: dict[str, Artifact] = {}
         self.models: dict[str, Artifact] = {}
         self.runs: dict[str, str] = {}
         self.cached: dict[str, bool] = {}
 
-    def stage(self, name: str, **inputs: Artifact) -> Artifact:
-        task = STAGE_TASKS[name]
-        record = task(name, self.recipe, inputs, self.pipeline)
+    def source(self, name: str) -> Artifact | None:
+        if name not in self.records:
+            self.records[name] = source(name, self.recipe)
+        return self.records[name]
+
+    def inputs_of(self, name: str) -> dict[str, Artifact]:
+        producers = stage(name).producers(self.recipe)
+        found = {k: self.source(p) if p in SOURCES else self.records[p] for k, p in producers.items()}
+        return {k: record for k, record in found.items() if record is not None}
+
+    def _cached_or_run(self, task, spec) -> Artifact:
+        record = task(spec, self.pipeline)
         if not is_live(record):
-            get_run_logger().warning("%s: cached output %s or its MLflow run is gone; recomputing", name, record.uri)
-            record = task.with_options(refresh_cache=True)(name, self.recipe, inputs, self.pipeline)
+            why = "%s: cached output %s or its MLflow run is gone; recomputing"
+            get_run_logger().warning(why, spec.stage, record.uri)
+            record = task.with_options(refresh_cache=True)(spec, self.pipeline)
+        return record
+
+    def stage(self, name: str) -> Artifact:
+        """Run (or reuse) stage `name` and evaluate its model against the checkpoint it started from."""
+        record = self._cached_or_run(stage_task(name), stage_spec(name, self.recipe, self.inputs_of(name)))
+        self.records[name] = record
+        record_output(self.pipeline, name, record)
         self.runs[name] = link_if_cached(self.pipeline, name, record)
         self.cached[name] = self.runs[name] != record.mlflow_run_id
         if record.kind == "model":
             self.models[name] = record
-            start = inputs.get("model") or inputs.get("start") or inputs["base"]  # the checkpoint it started from
+            start = self.inputs_of(name)["model"]
             self.evaluate(name, record, baseline=self.evaluations[start.stage])
         return record
 
     def evaluate(self, name: str, model: Artifact, baseline: Artifact | None = None) -> None:
-        """Evaluate `model`; with `baseline` (the evaluation of the checkpoint it started from) also the paired
-        gain over it."""
-        task = evaluation_of(name)
-        inputs = {"model": model} | ({"baseline": baseline} if baseline else {})
-        evaluation = task("evaluate", self.recipe, inputs, self.pipeline)
-        if not is_live(evaluation):
-            evaluation = task.with_options(refresh_cache=True)("evaluate", self.recipe, inputs, self.pipeline)
+        """Evaluate `model` into the run that stands for `name` in this tree; with `baseline` (the evaluation of
+        the checkpoint it started from) also the paired gain over it."""
+        if name not in self.runs:  # a model no stage of this pipeline made (the base): its own run in the tree
+            evaluation, self.runs[name] = evaluate_in_tree(name, self.recipe, model, self.pipeline)
+        else:
+            inputs = evaluation_inputs(self.recipe, model, baseline)
+            spec = stage_spec("evaluate", self.recipe, inputs, mlflow_run_id=self.runs[name])
+            evaluation = self._cached_or_run(evaluation_of(name), spec)
+            log_evaluation(self.runs[name], evaluation)
+        self.cached.setdefault(name, evaluation.mlflow_run_id != self.runs[name])
         self.evaluations[name] = evaluation
-        if name == "base_model":
-            self.runs[name] = link_if_cached(self.pipeline, name, evaluation)
-            self.cached[name] = self.runs[name] != evaluation.mlflow_run_id
 
 
 @flow(name="r1-pipeline", log_prints=True)
@@ -64,19 +92,17 @@ def r1_pipeline(recipe: Recipe | None = None, mlflow_ui: str = "http://127.0.0.1
     pipeline = open_pipeline_run(recipe, flow_run.get_name() or "local", flow_run.get_id() or "")
     try:
         run = Tracker(recipe, pipeline)
-        base, general_data = base_model(recipe), non_reasoning_data(recipe)
-        run.evaluate("base_model", base)
+        run.evaluate("base_model", run.source("base_model"))
         # 1. cold start: SFT of the base on a few long chain-of-thought examples in R1's format
-        cold = run.stage("cold_start_sft", base=base)
+        run.stage("cold_start_sft")
         # 2. reasoning-oriented RL: GRPO with accuracy, format and language-consistency rewards
-        reasoner = run.stage("reasoning_rl", model=cold)
+        run.stage("reasoning_rl")
         # 3. rejection sampling: k samples per prompt from stage 2, keep the verified, readable ones
-        verified = run.stage("rejection_sampling", model=reasoner)
-        # 4. SFT of the BASE model on the verified data merged with non-reasoning data
-        start = {"base": base, "cold_start_sft": cold, "reasoning_rl": reasoner}[recipe.supervised_merge.start_from]
-        merged = run.stage("supervised_merge", start=start, data=verified, general=general_data)
+        verified = run.stage("rejection_sampling")
+        # 4. SFT of the BASE model (supervised_merge.start_from) on the verified data merged with non-reasoning data
+        run.stage("supervised_merge")
         # 5. RL for all scenarios: reasoning rewards + a general reward in the last steps
-        final = run.stage("final_rl", model=merged, general=general_data)
+        final = run.stage("final_rl")
         # registry: the final model is the `candidate`; the gate makes it `champion` only if it beats the champion
         version = register_model(recipe, final)
         promotion = promote(recipe, version, run.evaluations["final_rl"], pipeline)

@@ -11,7 +11,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-STAGES = ("cold_start_sft", "reasoning_rl", "rejection_sampling", "supervised_merge", "final_rl")
 REWARD_NAMES = ("accuracy", "format", "language_consistency")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -170,7 +169,11 @@ class GeneralReward(Strict):
 
 class AlarmConfig(Strict):
     check_every: int = Field(50, ge=0, description="Steps between held-out checks on the validation split (0: off).")
-    check_samples: int = Field(2, ge=1, description="Samples per validation prompt in each check.")
+    check_sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(num_samples=2),
+        description="How each check samples (R1's evaluation settings, 2 samples per prompt); the stage's own "
+        "setting, so that changing `evaluation` re-evaluates but retrains nothing.",
+    )
     heldout_drop: float = Field(
         0.05,
         ge=0,

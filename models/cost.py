@@ -3,7 +3,13 @@ per GPU-hour (R1's supplementary Table 7 prices H800s at $2/GPU-hour); the pipel
 
 from __future__ import annotations
 
-COST_PHASES = ("cold_start_sft", "reasoning_rl", "rejection_sampling", "supervised_merge", "final_rl", "evaluate")
+from models.stages import STAGES
+
+
+def cost_phases() -> list[str]:
+    """The rows of the cost table: every registered stage's phase, evaluation last."""
+    phases = list(dict.fromkeys(s.cost_phase for s in STAGES.values()))
+    return [p for p in phases if p != "evaluate"] + ["evaluate"]
 
 
 def gpus_in_use(world_size: int) -> int:
@@ -27,7 +33,7 @@ def cost_table(metrics_by_stage: dict[str, dict[str, float]]) -> list[dict]:
     """Rows shaped like R1's Table 7: phase, GPU-hours, cost, wall time; evaluation summed over every model,
     then a total row. `metrics_by_stage` maps a stage to its run's metrics."""
     rows = []
-    for phase in COST_PHASES:
+    for phase in cost_phases():
         keys = ("wall_s", "gpu_hours", "usd")
         found = [m for m in metrics_by_stage.values() if f"cost/{phase}_wall_s" in m]
         if phase != "evaluate":

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import mlflow
 
-from models.config import Recipe
+from models.config import EvalConfig
 from models.data import Problem, build_splits, load_rows, overlap
 from models.evaluate import evaluate_model
 from models.factory import load_model
@@ -22,9 +22,9 @@ from models.stage_io import StageSpec
 from models.stats import bootstrap_ci, paired_gain_ci, per_prompt_pass_rate
 
 
-def eval_set_id(recipe: Recipe, problems: list[Problem]) -> str:
+def eval_set_id(cfg: EvalConfig, problems: list[Problem]) -> str:
     """Identity of what pass@1 was measured on: the prompts, answers and sampling settings."""
-    payload = [[json.dumps(p.prompt), p.answer] for p in problems] + [recipe.evaluation.model_dump()]
+    payload = [[json.dumps(p.prompt), p.answer] for p in problems] + [cfg.model_dump()]
     return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:16]
 
 
@@ -44,11 +44,11 @@ def gain_metrics(after: list[dict], before: list[dict], seed: int) -> dict[str, 
     return {"eval/pass_at_1_gain": gain, "eval/pass_at_1_gain_ci_low": low, "eval/pass_at_1_gain_ci_high": high}
 
 
-def heldout_overlap(recipe: Recipe, splits: dict[str, list[Problem]]) -> int:
+def heldout_overlap(spec: StageSpec, splits: dict[str, list[Problem]]) -> int:
     """Held-out prompts that also occur in any training data (cold start, RL pool, a cold-start file)."""
     training = [splits["cold_start"], splits["rl"], splits["validation"]]
-    if recipe.data.cold_start:
-        training.append([Problem(r["prompt"], "", "", "") for r in load_rows(recipe.data.cold_start)])
+    if "cold_start" in spec.inputs:
+        training.append([Problem(r["prompt"], "", "", "") for r in load_rows(spec.inputs["cold_start"].uri)])
     return overlap(splits["eval"], *training)
 
 
@@ -60,18 +60,18 @@ def _log(metrics: dict[str, float], rows: list[dict]) -> None:
 
 
 def run_evaluate(spec: StageSpec, out: Path) -> dict:
-    recipe = spec.recipe
-    splits = build_splits(recipe.data, recipe.seed)
-    heldout = splits["eval"][: recipe.evaluation.max_prompts] if recipe.evaluation.max_prompts else splits["eval"]
-    model, tokenizer = load_model(spec.inputs["model"].uri, recipe.model.dtype)
-    metrics, rows = evaluate_model(model, tokenizer, heldout, recipe.evaluation, recipe.seed, recipe.data.language)
-    low, high = bootstrap_ci(per_prompt_pass_rate([r["verdicts"] for r in rows]), seed=recipe.seed)
+    cfg = spec.config
+    splits = build_splits(spec.data, spec.seed)
+    heldout = splits["eval"][: cfg.max_prompts] if cfg.max_prompts else splits["eval"]
+    model, tokenizer = load_model(spec.inputs["model"].uri, spec.dtype)
+    metrics, rows = evaluate_model(model, tokenizer, heldout, cfg, spec.seed, spec.data.language)
+    low, high = bootstrap_ci(per_prompt_pass_rate([r["verdicts"] for r in rows]), seed=spec.seed)
     metrics |= {"eval/pass_at_1_ci_low": low, "eval/pass_at_1_ci_high": high}
-    metrics["eval/heldout_overlap"] = float(heldout_overlap(recipe, splits))
+    metrics["eval/heldout_overlap"] = float(heldout_overlap(spec, splits))
     if "baseline" in spec.inputs:
-        metrics |= gain_metrics(rows, load_table(local_path(spec.inputs["baseline"].uri)), recipe.seed)
+        metrics |= gain_metrics(rows, load_table(local_path(spec.inputs["baseline"].uri)), spec.seed)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (out / "eval_set.json").write_text(json.dumps({"id": eval_set_id(recipe, heldout), "prompts": len(heldout)}))
+    (out / "eval_set.json").write_text(json.dumps({"id": eval_set_id(cfg, heldout), "prompts": len(heldout)}))
     with (out / "per_prompt.jsonl").open("w") as f:
         f.writelines(json.dumps(row) + "\n" for row in rows)
     if mlflow.active_run():

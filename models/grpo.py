@@ -20,11 +20,9 @@ from models.data import build_splits, load_rows
 from models.evaluate import evaluate_model
 from models.factory import load_model, precision_knobs, resolve_source
 from models.generation import sample
-from models.records import local_path
 from models.rewards import REWARDS, general_quality_reward
 from models.stage_io import StageSpec, scratch_dir
 from models.tracking import log_curve_png
-from models.trl_knobs import resolved_knobs
 
 log = logging.getLogger(__name__)
 
@@ -47,22 +45,21 @@ class GeneralRewardSchedule(TrainerCallback):
 
 
 def validation_check(spec: StageSpec, tokenizer):
-    """pass@1 of a policy on the validation prompts (held-out bucket, disjoint from evaluation), for the alarms."""
-    recipe = spec.recipe
-    problems = build_splits(recipe.data, recipe.seed)["validation"]
-    cfg = recipe.evaluation.model_copy(update={"num_samples": getattr(recipe, spec.stage).alarms.check_samples})
+    """pass@1 of a policy on the validation prompts (held-out bucket, disjoint from evaluation), for the alarms;
+    sampled as the stage's alarms.check_sampling says."""
+    problems = build_splits(spec.data, spec.seed)["validation"]
+    cfg = spec.config.alarms.check_sampling
 
     def check(model) -> float:
-        metrics, _ = evaluate_model(model, tokenizer, problems, cfg, recipe.seed, recipe.data.language)
+        metrics, _ = evaluate_model(model, tokenizer, problems, cfg, spec.seed, spec.data.language)
         return metrics["eval/pass_at_1"]
 
     return check
 
 
 def reasoning_rows(spec: StageSpec) -> list[dict]:
-    recipe = spec.recipe
-    rl = build_splits(recipe.data, recipe.seed)["rl"]
-    return [{**p.row(), "language": recipe.data.language} for p in rl]
+    rl = build_splits(spec.data, spec.seed)["rl"]
+    return [{**p.row(), "language": spec.data.language} for p in rl]
 
 
 def general_rows(source: str, language: str, count: int, seed: int) -> list[dict]:
@@ -95,19 +92,18 @@ def train_grpo(spec: StageSpec, stage: RlStage, start: str, rows: list[dict], ou
 
     from models.fast_grpo import FastGRPOTrainer
 
-    recipe = spec.recipe
     funcs = [REWARDS[name] for name in stage.rewards]
     weights = list(stage.rewards.values())
     if general:
         funcs.append(general[0])
         weights.append(0.0)
     rule_funcs = [f for f in funcs if callable(f)]  # before TRL swaps model paths for models in `funcs`
-    model, tokenizer = load_model(start, recipe.model.dtype)
-    knobs = resolved_knobs(spec.stage, stage.trl)
+    model, tokenizer = load_model(start, spec.dtype)
+    knobs = spec.settings["trl"]
     args = GRPOConfig(
         output_dir=str(scratch_dir(out)),
         report_to=["mlflow"] if mlflow.active_run() else "none",
-        seed=recipe.seed,
+        seed=spec.seed,
         reward_weights=weights,
         **precision_knobs(knobs),
     )
@@ -148,20 +144,20 @@ def train_grpo(spec: StageSpec, stage: RlStage, start: str, rows: list[dict], ou
             f"{spec.stage}: rewards",
         )
         if not sharded:
-            _log_samples(trainer.model, tokenizer, rows, rule_funcs, args.temperature, recipe.seed)
+            _log_samples(trainer.model, tokenizer, rows, rule_funcs, args.temperature, spec.seed)
     return result.metrics
 
 
 def run_reasoning_rl(spec: StageSpec, out: Path) -> dict:
-    return train_grpo(spec, spec.recipe.reasoning_rl, spec.inputs["model"].uri, reasoning_rows(spec), out)
+    return train_grpo(spec, spec.config, spec.inputs["model"].uri, reasoning_rows(spec), out)
 
 
 def run_final_rl(spec: StageSpec, out: Path) -> dict:
-    recipe, stage = spec.recipe, spec.recipe.final_rl
+    stage = spec.config
     reasoning = reasoning_rows(spec)
     count = round(stage.general_prompt_ratio / (1 - stage.general_prompt_ratio) * len(reasoning))
-    rows = reasoning + general_rows(recipe.data.non_reasoning, recipe.data.language, count, recipe.seed)
-    random.Random(recipe.seed).shuffle(rows)
+    rows = reasoning + general_rows(spec.inputs["general"].uri, spec.data.language, count, spec.seed)
+    random.Random(spec.seed).shuffle(rows)
     reward = resolve_source(stage.general_reward.model) if stage.general_reward.model else general_quality_reward
     log.info(
         "final_rl: %d prompts (%d general), general reward %s in the last %d steps",
@@ -171,4 +167,4 @@ def run_final_rl(spec: StageSpec, out: Path) -> dict:
         stage.general_reward.last_steps,
     )
     general = (reward, stage.general_reward.weight, stage.general_reward.last_steps)
-    return train_grpo(spec, stage, local_path(spec.inputs["model"].uri).as_posix(), rows, out, general)
+    return train_grpo(spec, stage, spec.inputs["model"].uri, rows, out, general)

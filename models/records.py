@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 STAMP = "_fingerprint.json"
+# Files about an output rather than of it: left out of its fingerprint (spec.json names the run that made it).
+META_FILES = frozenset({STAMP, "build_info.json", "spec.json"})
 
 
 class Artifact(BaseModel):
@@ -35,12 +37,18 @@ def local_path(uri: str) -> Path:
 def fingerprint_dir(folder: Path) -> str:
     """sha256 over the relative paths and contents of every file in `folder` (the stamp excluded)."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in (STAMP, "build_info.json")):
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in META_FILES):
         digest.update(f"{path.relative_to(folder)}\0{path.stat().st_size}\0".encode())
         with path.open("rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()[:16]
+
+
+def read_record(uri: str) -> Artifact | None:
+    """The record in the stamp of a published output, or None when there is no stamped output at `uri`."""
+    stamp = local_path(uri) / STAMP
+    return Artifact.model_validate_json(stamp.read_text()) if stamp.is_file() else None
 
 
 def partial_dir(final: Path) -> Path:

@@ -70,12 +70,12 @@ def select(problems: list[Problem], samples: list[list[str]], cfg: RejectionSamp
 
 
 def run_rejection_sampling(spec: StageSpec, out: Path) -> dict:
-    recipe, cfg = spec.recipe, spec.recipe.rejection_sampling
-    problems = build_splits(recipe.data, recipe.seed)["rl"]
+    cfg = spec.config
+    problems = build_splits(spec.data, spec.seed)["rl"]
     problems = problems[: cfg.num_prompts] if cfg.num_prompts else problems
-    model, tokenizer = load_model(spec.inputs["model"].uri, recipe.model.dtype)
-    samples = sample(model, tokenizer, [p.prompt for p in problems], cfg, recipe.seed)
-    kept, stats = select(problems, samples, cfg, recipe.data.language)
+    model, tokenizer = load_model(spec.inputs["model"].uri, spec.dtype)
+    samples = sample(model, tokenizer, [p.prompt for p in problems], cfg, spec.seed)
+    kept, stats = select(problems, samples, cfg, spec.data.language)
     with (out / "data.jsonl").open("w") as f:
         f.writelines(json.dumps(row) + "\n" for row in kept)
     (out / "stats.json").write_text(json.dumps(stats, indent=2))

@@ -3,8 +3,8 @@
     python -m models.run_stage spec.json
     accelerate launch --multi_gpu --num_processes 8 -m models.run_stage spec.json   # one process per GPU
 
-The output folder appears only when the stage succeeded (written as <output>.partial, stamped, renamed). The
-last stdout line is `R1_RECORD <json>`: the Artifact record the task returns.
+The output folder appears only when the stage succeeded (written as <output>.partial, stamped, renamed); its stamp
+holds the Artifact record the task returns, and spec.json beside it the spec the stage ran with.
 
 Under several processes every rank runs the stage (TRL trains on all of them), but only the main rank creates
 the work folder, attaches to the stage's MLflow run, publishes the output and prints the record; the others wait
@@ -28,29 +28,17 @@ if TYPE_CHECKING:
     from models.records import Artifact
     from models.stage_io import StageSpec
 
-RECORD_PREFIX = "R1_RECORD "
 log = logging.getLogger(__name__)
 
 
-def _runner(stage: str):
-    """The stage's entry function, imported lazily (TRL takes seconds to import)."""
-    if stage in ("cold_start_sft", "supervised_merge"):
-        from models import sft
+def _entry(stage_name: str):
+    """The stage's entry function from the registry, imported only now (TRL takes seconds to import)."""
+    import importlib
 
-        return {"cold_start_sft": sft.run_cold_start, "supervised_merge": sft.run_supervised_merge}[stage]
-    if stage in ("reasoning_rl", "final_rl"):
-        from models import grpo
+    from models.stages import stage
 
-        return {"reasoning_rl": grpo.run_reasoning_rl, "final_rl": grpo.run_final_rl}[stage]
-    if stage == "rejection_sampling":
-        from models.rejection import run_rejection_sampling
-
-        return run_rejection_sampling
-    if stage == "evaluate":
-        from models.eval_stage import run_evaluate
-
-        return run_evaluate
-    raise ValueError(f"unknown stage '{stage}'")
+    module, _, function = stage(stage_name).entry.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def _distributed(timeout_s: int):
@@ -96,13 +84,47 @@ def _untracked():
             mlflow.end_run()
 
 
+def _log_spec(spec: StageSpec, work: Path) -> None:
+    """The spec beside the output (spec.json) and, with the stage's settings as params, in its MLflow run."""
+    from models.stage_io import SPEC_FILE
+
+    (work / SPEC_FILE).write_text(spec.model_dump_json(indent=2))
+    if spec.stage != "evaluate" and mlflow_active():
+        import mlflow
+
+        from models.tracking import log_params, package_versions
+
+        payload = spec.key_payload()
+        shared = {k: payload[k] for k in ("data", "dtype", "seed") if payload[k] is not None}
+        log_params({spec.stage: payload["settings"], **shared})
+        mlflow.log_dict(spec.model_dump(mode="json"), "spec/spec.json")
+        mlflow.log_dict(package_versions(), "environment/package_versions.json")
+
+
+def mlflow_active() -> bool:
+    import mlflow
+
+    return mlflow.active_run() is not None
+
+
+def _log_cost(spec: StageSpec, started: float, state) -> None:
+    import mlflow
+
+    from models.cost import gpus_in_use, stage_cost
+    from models.stages import stage
+
+    world = state.num_processes if state is not None else 1
+    wall = time.monotonic() - started
+    mlflow.log_metrics(stage_cost(stage(spec.stage).cost_phase, wall, gpus_in_use(world), spec.launch.gpu_hour_usd))
+
+
 def run(spec: StageSpec) -> Artifact | None:
     """Run the stage and publish its output; returns the record on the main rank, None on the others."""
     from models.records import local_path, partial_dir, publish
-    from models.stage_io import OUTPUT_KIND, scratch_dir, stage_config
-    from models.tracking import log_params, package_versions
+    from models.stage_io import scratch_dir
+    from models.stages import stage
 
-    state = _distributed(spec.recipe.stage_timeout_s)
+    state = _distributed(spec.timeout_s)
     main = state is None or state.is_main_process
     final = local_path(spec.output)
     if main:
@@ -114,25 +136,12 @@ def run(spec: StageSpec) -> Artifact | None:
     _wait_for_everyone(state)  # the work folder exists for every rank
     try:
         with _tracked(spec) if main else _untracked() as run_:
-            if run_ and spec.stage != "evaluate":
-                import mlflow
-
-                log_params(stage_config(spec.recipe, spec.stage))
-                mlflow.log_dict(spec.recipe.model_dump(), "recipe/resolved_recipe.json")
-                mlflow.log_dict(package_versions(), "environment/package_versions.json")
+            if main:
+                _log_spec(spec, work)
             started = time.monotonic()
-            _runner(spec.stage)(spec, work)
+            _entry(spec.stage)(spec, work)
             if run_:
-                import mlflow
-
-                from models.cost import gpus_in_use, stage_cost
-
-                world = state.num_processes if state is not None else 1
-                mlflow.log_metrics(
-                    stage_cost(
-                        spec.stage, time.monotonic() - started, gpus_in_use(world), spec.recipe.launch.gpu_hour_usd
-                    )
-                )
+                _log_cost(spec, started, state)
     except BaseException:
         if main:
             shutil.rmtree(work, ignore_errors=True)
@@ -140,7 +149,7 @@ def run(spec: StageSpec) -> Artifact | None:
     _wait_for_everyone(state)  # every rank has finished writing into the work folder
     record = None
     if main:
-        meta = {"stage": spec.stage, "kind": OUTPUT_KIND[spec.stage], "mlflow_run_id": spec.mlflow_run_id}
+        meta = {"stage": spec.stage, "kind": stage(spec.stage).output, "mlflow_run_id": spec.mlflow_run_id}
         record = publish(work, final, meta)
         shutil.rmtree(scratch_dir(final), ignore_errors=True)
     _wait_for_everyone(state)  # the other ranks exit once the output is published
@@ -156,7 +165,7 @@ def main() -> None:
     spec = StageSpec.model_validate_json(Path(sys.argv[1]).read_text())
     record = run(spec)
     if record is not None:
-        print(RECORD_PREFIX + record.model_dump_json(), flush=True)
+        log.info("%s: published %s (fingerprint %s)", spec.stage, record.uri, record.fingerprint)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from models.data import build_splits, cold_start_rows, load_rows
 from models.factory import load_model, precision_knobs
 from models.records import local_path
 from models.stage_io import StageSpec, scratch_dir
-from models.trl_knobs import resolved_knobs
 
 log = logging.getLogger(__name__)
 
@@ -130,25 +129,22 @@ def _log_dataset(rows: list[dict], name: str) -> None:
 
 
 def run_cold_start(spec: StageSpec, out: Path) -> dict:
-    recipe = spec.recipe
-    if recipe.data.cold_start:
-        rows = load_rows(recipe.data.cold_start)
+    if "cold_start" in spec.inputs:
+        rows = load_rows(spec.inputs["cold_start"].uri)
     else:
-        rows = cold_start_rows(build_splits(recipe.data, recipe.seed)["cold_start"])
+        rows = cold_start_rows(build_splits(spec.data, spec.seed)["cold_start"])
     _log_dataset(rows, "cold_start")
-    knobs = resolved_knobs("cold_start_sft", recipe.cold_start_sft.trl)
-    return train_sft(spec.inputs["base"].uri, recipe.model.dtype, rows, recipe.cold_start_sft, knobs, recipe.seed, out)
+    return train_sft(spec.inputs["model"].uri, spec.dtype, rows, spec.config, spec.settings["trl"], spec.seed, out)
 
 
 def run_supervised_merge(spec: StageSpec, out: Path) -> dict:
-    recipe, stage = spec.recipe, spec.recipe.supervised_merge
+    stage = spec.config
     data_dir = local_path(spec.inputs["data"].uri)
     verified = [json.loads(line) for line in (data_dir / "data.jsonl").read_text().splitlines() if line]
-    rows = merged_rows(verified, load_rows(recipe.data.non_reasoning), stage.non_reasoning_ratio, recipe.seed)
+    rows = merged_rows(verified, load_rows(spec.inputs["general"].uri), stage.non_reasoning_ratio, spec.seed)
     _log_dataset(rows, "supervised_merge")
     if mlflow.active_run():
         mlflow.log_metrics({"data/reasoning_rows": len(verified), "data/total_rows": len(rows)})
-    start = spec.inputs["start"].uri
+    start = spec.inputs["model"].uri
     log.info("supervised_merge: %d rows (%d verified reasoning), starting from %s", len(rows), len(verified), start)
-    knobs = resolved_knobs("supervised_merge", stage.trl)
-    return train_sft(start, recipe.model.dtype, rows, stage, knobs, recipe.seed, out)
+    return train_sft(start, spec.dtype, rows, stage, spec.settings["trl"], spec.seed, out)

@@ -1,56 +1,107 @@
-"""What a stage process receives (a spec file) and which part of the recipe each stage depends on."""
+"""What a stage process receives: its spec. The spec is the cache key: it holds the stage's own resolved settings,
+the shared recipe parts the stage reads (models/stages.py says which) and its input records, and the key is a hash
+of exactly that plus the stage's code version. Nothing else of the recipe reaches the stage.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from models.config import Recipe
+from models.config import DataConfig, LaunchConfig, Recipe
 from models.records import Artifact
-from models.trl_knobs import STAGE_TRAINER, resolved_knobs
+from models.stages import stage
+from models.trl_knobs import resolved_knobs
 
-# What each stage's output is (evaluation writes per-prompt tables, not a model).
-OUTPUT_KIND = {
-    "cold_start_sft": "model",
-    "reasoning_rl": "model",
-    "rejection_sampling": "dataset",
-    "supervised_merge": "model",
-    "final_rl": "model",
-    "evaluate": "dataset",
-}
+SPEC_FILE = "spec.json"  # the spec a stage ran with, kept beside its output
 
 
 class StageSpec(BaseModel):
-    """Everything a stage process needs: written by the Prefect task as JSON, read by `models.run_stage`."""
+    """Everything a stage process needs: written by the Prefect task (or `r1-run stage`) as JSON, read by
+    `models.run_stage`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     stage: str
-    recipe: Recipe
+    settings: dict[str, Any] = Field(description="The stage's own recipe section, TRL knobs resolved.")
+    data: DataConfig | None = Field(None, description="The data settings, for stages that read them.")
+    dtype: str | None = Field(None, description="Weights dtype on load, for stages that load a model.")
+    seed: int
     inputs: dict[str, Artifact]
-    output: str
+    # where and how it runs: not part of the key
+    output: str = ""
     mlflow_run_id: str | None = None
+    launch: LaunchConfig = Field(default_factory=LaunchConfig)
+    timeout_s: int = 6 * 3600
+
+    @property
+    def config(self):
+        """The stage's settings as its typed recipe section (SftStage, RlStage, ...)."""
+        section = stage(self.stage).section
+        return Recipe.model_fields[section].annotation.model_validate(self.settings) if section else None
+
+    def key_payload(self) -> dict[str, Any]:
+        """What the cache key hashes: everything the stage reads, its inputs' fingerprints and its code."""
+        from models.code_version import code_version
+
+        return {
+            "stage": self.stage,
+            "settings": self.settings,
+            "data": self.data.model_dump() if self.data else None,
+            "dtype": self.dtype,
+            "seed": self.seed,
+            "inputs": {name: record.fingerprint for name, record in sorted(self.inputs.items())},
+            "code": code_version(self.stage),
+        }
+
+    def key(self) -> str:
+        """The cache key (also the name of the stage's output folder)."""
+        payload = json.dumps(self.key_payload(), sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
-def stage_config(recipe: Recipe, stage: str) -> dict[str, Any]:
-    """The resolved configuration a stage runs with: its own section (TRL knobs with defaults filled in), the
-    data and model settings, and the seed. This is what its cache key and its MLflow params are made of."""
-    if stage == "evaluate":
-        own = recipe.evaluation.model_dump()
-    else:
-        own = getattr(recipe, stage).model_dump()
-        if stage in STAGE_TRAINER:
-            own["trl"] = resolved_knobs(stage, own["trl"])
-    return {
-        stage: own,
-        "data": recipe.data.model_dump(),
-        "model": recipe.model.model_dump(exclude={"registered_name"}),
-        "seed": recipe.seed,
-    }
+def stage_settings(name: str, recipe: Recipe) -> dict[str, Any]:
+    """The stage's own section with TRL knobs resolved (project defaults, stage defaults, the recipe's values)."""
+    declared = stage(name)
+    if declared.section is None:
+        return {}
+    own = getattr(recipe, declared.section).model_dump()
+    if declared.trainer:
+        own["trl"] = resolved_knobs(name, own["trl"])
+    return own
+
+
+def stage_spec(name: str, recipe: Recipe, inputs: dict[str, Artifact], **where: Any) -> StageSpec:
+    """The spec of stage `name` for `recipe` and `inputs`; `where` sets output, mlflow_run_id."""
+    declared = stage(name)
+    missing = set(declared.inputs) - declared.optional - set(inputs)
+    unknown = set(inputs) - set(declared.inputs)
+    if missing or unknown:
+        raise ValueError(f"{name}: inputs {sorted(inputs)}; it takes {sorted(declared.inputs)} (missing or unknown)")
+    return StageSpec(
+        stage=name,
+        settings=stage_settings(name, recipe),
+        data=recipe.data if "data" in declared.reads else None,
+        dtype=recipe.model.dtype if "dtype" in declared.reads else None,
+        seed=recipe.seed,
+        inputs=inputs,
+        launch=recipe.launch if declared.launch == "accelerate" else LaunchConfig(),
+        timeout_s=recipe.stage_timeout_s,
+        **where,
+    )
 
 
 def scratch_dir(out: Path) -> Path:
     """Trainer scratch space (checkpoints) beside an output folder, never inside it; removed once the stage
     succeeded, kept after a failure (its checkpoints are what a resume needs)."""
     return out.parent / (out.name.removesuffix(".partial") + ".trainer")
+
+
+def stage_output(pipeline_name: str, spec: StageSpec) -> str:
+    """Where a stage's output is published: `<artifacts>/<pipeline>/<stage>/<spec key>`."""
+    from models.storage import artifacts_root
+
+    return str(artifacts_root() / pipeline_name / spec.stage / spec.key())

@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from models.stages import stage, trained_stages
+
 OWNED_BY_PIPELINE = {"output_dir", "report_to", "run_name", "logging_dir", "push_to_hub", "hub_model_id"}
 
 SFT_DEFAULTS: dict[str, Any] = {
@@ -42,14 +44,8 @@ GRPO_DEFAULTS: dict[str, Any] = {
     "save_strategy": "no",
     "log_completions": False,
 }
-STAGE_TRAINER = {
-    "cold_start_sft": "sft",
-    "supervised_merge": "sft",
-    "reasoning_rl": "grpo",
-    "final_rl": "grpo",
-}
-FINAL_RL_DEFAULTS: dict[str, Any] = {"temperature": 0.7, "max_steps": 600}
-SUPERVISED_MERGE_DEFAULTS: dict[str, Any] = {}
+# per-stage defaults on top of the trainer's
+STAGE_DEFAULTS: dict[str, dict[str, Any]] = {"final_rl": {"temperature": 0.7, "max_steps": 600}}
 
 
 @functools.cache
@@ -62,24 +58,24 @@ def _trl_fields(kind: str) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def resolved_knobs(stage: str, user_knobs: dict[str, Any]) -> dict[str, Any]:
+def resolved_knobs(name: str, user_knobs: dict[str, Any]) -> dict[str, Any]:
     """The TRL knobs a stage runs with: project defaults, then stage defaults, then the recipe's values."""
-    base = dict(SFT_DEFAULTS if STAGE_TRAINER[stage] == "sft" else GRPO_DEFAULTS)
-    base.update({"final_rl": FINAL_RL_DEFAULTS, "supervised_merge": SUPERVISED_MERGE_DEFAULTS}.get(stage, {}))
+    base = dict(SFT_DEFAULTS if stage(name).trainer == "sft" else GRPO_DEFAULTS)
+    base.update(STAGE_DEFAULTS.get(name, {}))
     return {**base, **user_knobs}
 
 
-def coerce_knobs(stage: str, knobs: dict[str, Any]) -> dict[str, Any]:
+def coerce_knobs(name: str, knobs: dict[str, Any]) -> dict[str, Any]:
     """The knobs with values converted to TRL's field types (YAML reads `1e-4` as a string); raises ValueError
     naming `<stage>.trl.<key>` and the fix for the first unknown, owned or ill-typed knob."""
-    kind = STAGE_TRAINER[stage]
+    kind = stage(name).trainer
     fields = _trl_fields(kind)
     cls_name = "SFTConfig" if kind == "sft" else "GRPOConfig"
     coerced = {}
     for key, value in knobs.items():
-        where = f"{stage}.trl.{key}"
+        where = f"{name}.trl.{key}"
         if key == "reward_weights":
-            raise ValueError(f"{where}: set reward weights in {stage}.rewards (name: weight) instead")
+            raise ValueError(f"{where}: set reward weights in {name}.rewards (name: weight) instead")
         if key in OWNED_BY_PIPELINE:
             raise ValueError(f"{where}: set by the pipeline, remove it from the recipe")
         if key not in fields:
@@ -98,10 +94,10 @@ def coerce_recipe_knobs(tree: Any) -> Any:
     if not isinstance(tree, dict):
         return tree
     tree = dict(tree)
-    for stage in STAGE_TRAINER:
-        section = tree.get(stage)
+    for declared in trained_stages():
+        section = tree.get(declared.section)
         if isinstance(section, dict) and isinstance(section.get("trl"), dict):
-            tree[stage] = {**section, "trl": coerce_knobs(stage, section["trl"])}
+            tree[declared.section] = {**section, "trl": coerce_knobs(declared.name, section["trl"])}
     return tree
 
 
@@ -111,7 +107,8 @@ VLLM_MODES = ("colocate", "server")
 def check_knobs(recipe: Any) -> None:
     """The project's defaults merged with the recipe's knobs must be valid too; vLLM generation (TRL's colocate or
     server mode, where vLLM is installed) must name a mode TRL has."""
-    for stage in STAGE_TRAINER:
-        knobs = coerce_knobs(stage, resolved_knobs(stage, getattr(recipe, stage).trl))
+    for declared in trained_stages():
+        name = declared.name
+        knobs = coerce_knobs(name, resolved_knobs(name, getattr(recipe, declared.section).trl))
         if knobs.get("use_vllm") and knobs.get("vllm_mode", "colocate") not in VLLM_MODES:
-            raise ValueError(f"{stage}.trl.vllm_mode: '{knobs['vllm_mode']}' is not one of {', '.join(VLLM_MODES)}")
+            raise ValueError(f"{name}.trl.vllm_mode: '{knobs['vllm_mode']}' is not one of {', '.join(VLLM_MODES)}")

@@ -3,7 +3,8 @@ the whole group on timeout, cancel or error.
 
 A training stage runs under `accelerate launch` when the recipe's `launch.num_processes` is above 1 (one process per
 GPU; DDP, or DeepSpeed ZeRO-3 / FSDP through `launch.accelerate_config`, see infra/accelerate/); evaluation and
-rejection sampling are not TRL trainers and always run as one process.
+rejection sampling are not TRL trainers and always run as one process (the stage registry's `launch`, resolved into
+the spec). The record is read from the published output's stamp, not from the process's output.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ import threading
 from pathlib import Path
 
 from models.config import PROJECT_ROOT, LaunchConfig
-from models.records import Artifact
-from models.run_stage import RECORD_PREFIX
+from models.records import Artifact, read_record
 from models.stage_io import StageSpec
 
 QUIET_ENV = {"TQDM_DISABLE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
@@ -29,16 +29,10 @@ NO_NVLINK_MULTICAST_ENV = {
     "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
     "NVSHMEM_DISABLE_NVLS": "1",
 }
-SINGLE_PROCESS_STAGES = ("evaluate", "rejection_sampling")
 
 
 class StageFailed(RuntimeError):
     """A stage process exited non-zero or ran past its timeout; the message carries its last output lines."""
-
-
-def stage_launch(spec: StageSpec) -> LaunchConfig:
-    """How `spec`'s stage is launched: the recipe's `launch` for a training stage, one process otherwise."""
-    return LaunchConfig() if spec.stage in SINGLE_PROCESS_STAGES else spec.recipe.launch
 
 
 def stage_command(spec_path: Path, launch: LaunchConfig) -> list[str]:
@@ -89,7 +83,7 @@ def launch(spec: StageSpec, log_line, timeout_s: float) -> tuple[Artifact, list[
         spec_path = Path(tmp) / "spec.json"
         spec_path.write_text(spec.model_dump_json())
         proc = subprocess.Popen(
-            stage_command(spec_path, stage_launch(spec)),
+            stage_command(spec_path, spec.launch),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -114,5 +108,7 @@ def launch(spec: StageSpec, log_line, timeout_s: float) -> tuple[Artifact, list[
             else f"exited with status {proc.returncode}"
         )
         raise StageFailed(f"{spec.stage} {why}; last output:\n" + "\n".join(output[-20:]))
-    record_line = next(line for line in reversed(output) if line.startswith(RECORD_PREFIX))
-    return Artifact.model_validate_json(record_line.removeprefix(RECORD_PREFIX)), output
+    record = read_record(spec.output)
+    if record is None:
+        raise StageFailed(f"{spec.stage} exited 0 but published no stamped output at {spec.output}")
+    return record, output

@@ -1,6 +1,8 @@
 """The pipeline's parent MLflow run: opened when a flow run starts, closed (FINISHED / FAILED) when it ends.
 Stages that came from the cache are linked into the new run tree (a `cached=true` child with the origin's
-evaluation metrics), not trained or logged again."""
+rejection and cost metrics), not trained or logged again; their evaluation in this pipeline is logged into that
+link. The parent run keeps each stage output's URI as a tag (`record.<stage>`), which `r1-run stage --from-run`
+reads."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict
 
 from models.config import Recipe
-from models.records import STAMP, Artifact, local_path
+from models.records import Artifact, local_path, read_record
 from models.tracking import client, ensure_experiment, package_versions, start_child_run
 
 
@@ -18,6 +20,7 @@ class PipelineRun(BaseModel):
     """Where a pipeline run logs: its MLflow experiment and parent run (not part of any cache key)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
     experiment_id: str
     parent_run_id: str
     flow_run_name: str
@@ -35,7 +38,7 @@ def open_pipeline_run(recipe: Recipe, flow_run_name: str, flow_run_id: str) -> P
     mlflow_client.log_dict(run_id, recipe.model_dump(), "recipe/resolved_recipe.json")
     mlflow_client.log_dict(run_id, package_versions(), "environment/package_versions.json")
     mlflow_client.log_param(run_id, "recipe", json.dumps(recipe.model_dump())[:6000])
-    return PipelineRun(experiment_id=experiment_id, parent_run_id=run_id, flow_run_name=flow_run_name)
+    return PipelineRun(name=recipe.name, experiment_id=experiment_id, parent_run_id=run_id, flow_run_name=flow_run_name)
 
 
 def close_pipeline_run(pipeline: PipelineRun, status: str) -> None:
@@ -44,7 +47,7 @@ def close_pipeline_run(pipeline: PipelineRun, status: str) -> None:
 
 def is_live(record: Artifact) -> bool:
     """A cached record is usable only while its stamped output folder and its MLflow run both exist."""
-    if not (local_path(record.uri) / STAMP).is_file():
+    if read_record(record.uri) is None:
         return False
     try:
         client().get_run(record.mlflow_run_id)
@@ -66,7 +69,36 @@ def link_if_cached(pipeline: PipelineRun, stage: str, record: Artifact) -> str:
         {"stage": stage, "cached": "true", "origin_run_id": origin.info.run_id},
     )
     for key, value in origin.data.metrics.items():
-        if key.startswith(("eval/", "rejection/", "cost/")):
+        if key.startswith(("rejection/", "cost/")):
             mlflow_client.log_metric(run_id, key, value)
     mlflow_client.set_terminated(run_id, "FINISHED")
     return run_id
+
+
+def log_evaluation(run_id: str, evaluation: Artifact) -> None:
+    """An evaluation made (or cached) for another run, copied into `run_id`: this tree then shows this pipeline's
+    figures, also when only `evaluation.*` changed."""
+    if evaluation.mlflow_run_id == run_id:
+        return
+    metrics = json.loads((local_path(evaluation.uri) / "metrics.json").read_text())
+    mlflow_client = client()
+    for key, value in metrics.items():
+        mlflow_client.log_metric(run_id, key, value)
+    mlflow_client.set_tag(run_id, "evaluation_run_id", evaluation.mlflow_run_id or "")
+    mlflow_client.set_terminated(run_id, "FINISHED")
+
+
+def record_output(pipeline: PipelineRun, name: str, record: Artifact) -> None:
+    """The parent run's `record.<name>` tag: where stage `name`'s output of this pipeline run lives."""
+    client().set_tag(pipeline.parent_run_id, f"record.{name}", record.uri)
+
+
+def recorded_output(parent_run_id: str, name: str) -> Artifact:
+    """The record of stage `name` that pipeline run `parent_run_id` made or used; one line if there is none."""
+    uri = client().get_run(parent_run_id).data.tags.get(f"record.{name}")
+    record = read_record(uri) if uri else None
+    if record is None:
+        raise ValueError(
+            f"pipeline run {parent_run_id} has no finished {name} output; run the pipeline (or that stage) first"
+        )
+    return record

@@ -12,7 +12,7 @@ from models.factory import model_record
 from models.records import Artifact, local_path
 from models.tracking import client, registered_model_dir
 from tasks.pipeline_run import PipelineRun
-from tasks.stages import evaluation_of
+from tasks.stages import evaluate_in_tree
 
 
 def evaluation_summary(evaluation: Artifact) -> tuple[str, float]:
@@ -28,7 +28,7 @@ def _champion_on(recipe: Recipe, version, eval_set: str, pipeline: PipelineRun) 
         return float(version.tags["pass_at_1"])
     folder = registered_model_dir(f"models:/{recipe.model.registered_name}/{version.version}")
     model = model_record(str(folder), "champion")
-    evaluation = evaluation_of("champion")("evaluate", recipe, {"model": model}, pipeline)
+    evaluation, _ = evaluate_in_tree("champion", recipe, model, pipeline)
     return evaluation_summary(evaluation)[1]
 
 

@@ -1,69 +1,87 @@
-"""Prefect tasks of the five stages (and evaluation): bind the recipe and input records, open the stage's nested
-MLflow run, run the stage in its own process, return a small record (URI + fingerprint).
+"""Prefect tasks of the stages (and evaluation): take the stage's spec, open its nested MLflow run, run it in its own
+process, return a small record (URI + fingerprint) read from the output's stamp.
 
-Cache: a task's result is reused when its stage's resolved config, its inputs' fingerprints and the code of the
-stage are unchanged (tasks/caching.py); results persist in Prefect's local storage under the state folder. A
-cached result whose output folder has gone is recomputed (the flow refreshes it).
+Cache: a task's result is reused when its spec's key is unchanged (tasks/caching.py): the stage's own settings, the
+shared recipe parts it reads, its inputs' fingerprints and the code that can change its result. Results persist in
+Prefect's result storage under the state folder. A cached result whose output has gone is recomputed (the flow
+refreshes it).
 """
 
 from __future__ import annotations
 
 from prefect import get_run_logger, task
 
-from models.config import STAGES, Recipe
+from models.config import Recipe
 from models.records import Artifact
-from models.stage_io import StageSpec
-from models.storage import artifacts_root
+from models.sources import source_record
+from models.stage_io import StageSpec, stage_output, stage_spec
+from models.stages import EVALUATE, SOURCES
 from models.tracking import client, start_child_run
-from tasks.caching import stage_key, task_cache_key
+from tasks.caching import task_cache_key
 from tasks.launch import launch
-from tasks.pipeline_run import PipelineRun
+from tasks.pipeline_run import PipelineRun, is_live, log_evaluation
 
 
-def _run_in_process(stage: str, recipe: Recipe, inputs: dict[str, Artifact], run_id: str | None) -> Artifact:
-    logger = get_run_logger()
-    key = stage_key(stage, recipe, inputs)
-    output = artifacts_root() / recipe.name / stage / key
-    spec = StageSpec(stage=stage, recipe=recipe, inputs=inputs, output=str(output), mlflow_run_id=run_id)
+def run_spec(spec: StageSpec, log_line) -> Artifact:
+    """Launch the stage process for a spec with its output and MLflow run set; the run is FAILED if it fails."""
     mlflow_client = client()
     try:
-        record, lines = launch(spec, logger.info, recipe.stage_timeout_s)
+        record, lines = launch(spec, log_line, spec.timeout_s)
     except BaseException:
-        if run_id:
-            mlflow_client.set_terminated(run_id, "FAILED")
+        if spec.mlflow_run_id:
+            mlflow_client.set_terminated(spec.mlflow_run_id, "FAILED")
         raise
-    if run_id:
-        mlflow_client.log_text(run_id, "\n".join(lines), f"logs/{stage}.log")
+    if spec.mlflow_run_id:
+        mlflow_client.log_text(spec.mlflow_run_id, "\n".join(lines), f"logs/{spec.stage}.log")
     return record
 
 
+def placed(spec: StageSpec, pipeline: PipelineRun, run_id: str | None) -> StageSpec:
+    """The spec with its output location (named by its key) and the MLflow run it logs into."""
+    return spec.model_copy(update={"output": stage_output(pipeline.name, spec), "mlflow_run_id": run_id})
+
+
 @task(cache_key_fn=task_cache_key, persist_result=True, retries=0, log_prints=True)
-def run_stage(stage: str, recipe: Recipe, inputs: dict[str, Artifact], pipeline: PipelineRun) -> Artifact:
-    """Train (or sample, for rejection_sampling) one stage; cache invalidated by its config, inputs or code."""
-    run_id = start_child_run(
-        pipeline.experiment_id,
-        pipeline.parent_run_id,
-        stage,
-        {"stage": stage, "pipeline": recipe.name, "stage_key": stage_key(stage, recipe, inputs)},
-    )
-    return _run_in_process(stage, recipe, inputs, run_id)
+def run_stage(spec: StageSpec, pipeline: PipelineRun) -> Artifact:
+    """Train (or sample, for rejection_sampling) one stage; cache invalidated by its spec's key."""
+    tags = {"stage": spec.stage, "pipeline": pipeline.name, "stage_key": spec.key()}
+    run_id = start_child_run(pipeline.experiment_id, pipeline.parent_run_id, spec.stage, tags)
+    return run_spec(placed(spec, pipeline, run_id), get_run_logger().info)
 
 
 @task(cache_key_fn=task_cache_key, persist_result=True, retries=1, log_prints=True)
-def evaluate(stage: str, recipe: Recipe, inputs: dict[str, Artifact], pipeline: PipelineRun) -> Artifact:
+def evaluate(spec: StageSpec, pipeline: PipelineRun) -> Artifact:
     """pass@1 / cons@k of inputs['model'] on the held-out split (and its paired gain over inputs['baseline'], an
-    earlier evaluation), logged into the run of the stage that made the model; a model no stage of this pipeline
-    made (the base, a champion) gets a run named after its record's stage. Cache invalidated by the model's and
-    baseline's fingerprints or the evaluation config."""
-    model = inputs["model"]
-    tags = {"stage": model.stage, "pipeline": recipe.name}
-    run_id = model.mlflow_run_id or start_child_run(pipeline.experiment_id, pipeline.parent_run_id, model.stage, tags)
-    return _run_in_process(stage, recipe, inputs, run_id)
+    earlier evaluation), logged into spec.mlflow_run_id: the run that stands for the model's stage in this
+    pipeline's tree. Cache invalidated by the model's and baseline's fingerprints or the evaluation settings."""
+    return run_spec(placed(spec, pipeline, spec.mlflow_run_id), get_run_logger().info)
 
 
-STAGE_TASKS = {name: run_stage.with_options(name=name, task_run_name=name) for name in STAGES}
+def stage_task(name: str):
+    """The stage task, named after its stage in the Prefect UI."""
+    return run_stage.with_options(name=name, task_run_name=name)
 
 
-def evaluation_of(stage: str):
+def evaluation_of(name: str):
     """The evaluate task, named after the stage whose model it scores."""
-    return evaluate.with_options(task_run_name=f"evaluate-{stage}")
+    return evaluate.with_options(task_run_name=f"evaluate-{name}")
+
+
+def evaluation_inputs(recipe: Recipe, model: Artifact, baseline: Artifact | None = None) -> dict[str, Artifact]:
+    """The evaluate stage's inputs: the model, the baseline evaluation if any, and the sources it checks against."""
+    sources = {k: source_record(p, recipe) for k, p in EVALUATE.inputs.items() if p in SOURCES}
+    inputs = {"model": model, "baseline": baseline, **sources}
+    return {k: v for k, v in inputs.items() if v is not None}
+
+
+def evaluate_in_tree(name: str, recipe: Recipe, model: Artifact, pipeline: PipelineRun) -> tuple[Artifact, str]:
+    """Evaluate a model no stage of this pipeline made (the base, a champion, a registered model) into a new run
+    called `name` in the pipeline's tree; returns (evaluation record, that run's id)."""
+    tags = {"stage": name, "pipeline": pipeline.name}
+    run_id = start_child_run(pipeline.experiment_id, pipeline.parent_run_id, name, tags)
+    spec = stage_spec("evaluate", recipe, evaluation_inputs(recipe, model), mlflow_run_id=run_id)
+    record = evaluation_of(name)(spec, pipeline)
+    if not is_live(record):
+        record = evaluation_of(name).with_options(refresh_cache=True)(spec, pipeline)
+    log_evaluation(run_id, record)
+    return record, run_id

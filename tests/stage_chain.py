@@ -8,11 +8,11 @@ from pathlib import Path
 # (stage, {its input: the record it comes from}). final_rl starts from the cold-start policy here: a merge SFT on a
 # dozen rows cannot yet write R1's format, and GRPO learns nothing (rightly) when every completion scores 0.
 STAGE_CHAIN = [
-    ("cold_start_sft", {"base": "base"}),
+    ("cold_start_sft", {"model": "base"}),
     ("reasoning_rl", {"model": "cold_start_sft"}),
     ("rejection_sampling", {"model": "reasoning_rl"}),
-    ("supervised_merge", {"start": "base", "data": "rejection_sampling"}),
-    ("final_rl", {"model": "cold_start_sft"}),
+    ("supervised_merge", {"model": "base", "data": "rejection_sampling", "general": "general"}),
+    ("final_rl", {"model": "cold_start_sft", "general": "general"}),
 ]
 # (training stage, the model it starts from): the pairs whose weights must differ
 TRAINED_FROM = [
@@ -27,12 +27,12 @@ def run_chain(recipe, out: Path, run_one: Callable | None = None) -> dict:
     """Records of every stage in STAGE_CHAIN (and of the base), each run by `run_one(spec)` (default: in process)."""
     from models.factory import model_record
     from models.run_stage import run
-    from models.stage_io import StageSpec
+    from models.sources import source_record
+    from models.stage_io import stage_spec
 
     records = {"base": model_record(recipe.model.base, "base_model")}
+    records["general"] = source_record("non_reasoning_data", recipe)
     for stage, inputs in STAGE_CHAIN:
-        spec = StageSpec(
-            stage=stage, recipe=recipe, inputs={k: records[v] for k, v in inputs.items()}, output=str(out / stage)
-        )
+        spec = stage_spec(stage, recipe, {k: records[v] for k, v in inputs.items()}, output=str(out / stage))
         records[stage] = (run_one or run)(spec)
     return records

@@ -36,11 +36,11 @@ def rl_recipe(seed: int, steps: int, rollout: str):
 def tracked_stage(stage: str, recipe, inputs: dict, output: Path, experiment: str = "rl-curves"):
     """One stage through models.run_stage, as the flow runs it, into its own MLflow run; returns (record, run id)."""
     from models.run_stage import run
-    from models.stage_io import StageSpec
+    from models.stage_io import stage_spec
     from models.tracking import client, ensure_experiment
 
     run_id = client().create_run(ensure_experiment(experiment), run_name=output.name).info.run_id
-    spec = StageSpec(stage=stage, recipe=recipe, inputs=inputs, output=str(output), mlflow_run_id=run_id)
+    spec = stage_spec(stage, recipe, inputs, output=str(output), mlflow_run_id=run_id)
     return run(spec), run_id
 
 
@@ -130,7 +130,7 @@ def main() -> None:
 
     base = rl_recipe(args.seeds[0], args.steps, "static_cache")
     cold, _ = tracked_stage(
-        "cold_start_sft", base, {"base": model_record(base.model.base, "base_model")}, args.out / "cold_start_sft"
+        "cold_start_sft", base, {"model": model_record(base.model.base, "base_model")}, args.out / "cold_start_sft"
     )
     curves, runs = {}, {}
     for seed in args.seeds:

@@ -13,7 +13,8 @@ from models.factory import load_tokenizer, model_record
 from models.grpo import GeneralRewardSchedule
 from models.recipe import load_recipe
 from models.run_stage import run
-from models.stage_io import StageSpec
+from models.sources import source_record
+from models.stage_io import stage_spec
 
 
 @pytest.mark.parametrize(("step", "expected"), [(0, 0.0), (6, 0.0), (7, 0.5), (9, 0.5)])
@@ -65,13 +66,8 @@ def test_final_rl_scores_a_reward_model_from_a_local_folder(tmp_path, reward_mod
         ],
     )
     base = model_record(recipe.model.base, "base_model")
-    spec = StageSpec(
-        stage="final_rl",
-        recipe=recipe,
-        inputs={"model": base},
-        output=str(tmp_path / "final_rl"),
-        mlflow_run_id=run_id,
-    )
+    inputs = {"model": base, "general": source_record("non_reasoning_data", recipe)}
+    spec = stage_spec("final_rl", recipe, inputs, output=str(tmp_path / "final_rl"), mlflow_run_id=run_id)
     record = run(spec)
     assert (tmp_path / "final_rl" / "model.safetensors").is_file()
     assert record.kind == "model"

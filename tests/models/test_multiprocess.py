@@ -9,8 +9,7 @@ import pytest
 from models.factory import model_record
 from models.recipe import load_recipe
 from models.records import STAMP, fingerprint_dir, local_path
-from models.run_stage import RECORD_PREFIX
-from models.stage_io import StageSpec
+from models.stage_io import stage_spec
 from tasks.launch import launch
 
 pytestmark = pytest.mark.slow
@@ -44,15 +43,10 @@ def launched(tmp_path_factory):
         recipe = load_recipe(None, TWO_PROCESSES)
         start = model_record(recipe.model.base, "base_model")
         results = {}
-        for stage, input_name in (("cold_start_sft", "base"), ("reasoning_rl", "model")):
+        for stage in ("cold_start_sft", "reasoning_rl"):
             run_id = client().create_run(experiment, run_name=stage).info.run_id
-            spec = StageSpec(
-                stage=stage,
-                recipe=recipe,
-                inputs={input_name: start},
-                output=str(tmp / "out" / stage / "key"),
-                mlflow_run_id=run_id,
-            )
+            output = str(tmp / "out" / stage / "key")
+            spec = stage_spec(stage, recipe, {"model": start}, output=output, mlflow_run_id=run_id)
             lines: list[str] = []
             record, output = launch(spec, lines.append, timeout_s=600)
             assert output == lines
@@ -70,7 +64,7 @@ def test_stage_trains_on_two_processes_and_publishes_once(launched, stage, weigh
     assert (folder / "model.safetensors").is_file()
     assert record.fingerprint == fingerprint_dir(folder)
     assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]  # no .partial, no .trainer left
-    assert sum(line.startswith(RECORD_PREFIX) for line in lines) == 1
+    assert sum(f"{stage}: published" in line for line in lines) == 1
     assert any(f"{stage}: world_size=2" in line for line in lines)
     assert weights_changed(start.uri, record.uri)
 
@@ -106,7 +100,7 @@ def test_a_cancelled_launch_kills_every_rank(tmp_path, monkeypatch):
     recipe = load_recipe(None, TWO_PROCESSES)
     base = model_record(recipe.model.base, "base_model")
     output = tmp_path / "out" / "cold_start_sft"
-    spec = StageSpec(stage="cold_start_sft", recipe=recipe, inputs={"base": base}, output=str(output))
+    spec = stage_spec("cold_start_sft", recipe, {"model": base}, output=str(output))
     with pytest.raises(_Cancel):
         launch(spec, cancel_once_both_ranks_run, timeout_s=600)
 

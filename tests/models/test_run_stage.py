@@ -12,7 +12,7 @@ from stage_chain import TRAINED_FROM, run_chain
 from models.recipe import load_recipe
 from models.records import STAMP, Artifact, fingerprint_dir, local_path
 from models.run_stage import run
-from models.stage_io import StageSpec
+from models.stage_io import StageSpec, stage_spec
 
 
 def _run(spec: StageSpec) -> Artifact:
@@ -34,9 +34,7 @@ def chain(tmp_path_factory, small_stages):
     mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")  # where a stray, unguarded log call would land
     recipe = load_recipe(None, small_stages)
     records = run_chain(recipe, out, _run)
-    evaluate = StageSpec(
-        stage="evaluate", recipe=recipe, inputs={"model": records["final_rl"]}, output=str(out / "evaluate")
-    )
+    evaluate = stage_spec("evaluate", recipe, {"model": records["final_rl"]}, output=str(out / "evaluate"))
     records["evaluate"] = _run(evaluate)
     yield records
     mlflow.set_tracking_uri(previous)
@@ -77,7 +75,7 @@ def test_evaluation_reports_r1_metrics(chain):
 def test_failed_stage_leaves_no_output(tmp_path, small_stages):
     recipe = load_recipe(None, small_stages)
     missing = Artifact(uri=str(tmp_path / "nowhere"), fingerprint="x", stage="cold_start_sft", kind="model")
-    spec = StageSpec(stage="reasoning_rl", recipe=recipe, inputs={"model": missing}, output=str(tmp_path / "rl"))
+    spec = stage_spec("reasoning_rl", recipe, {"model": missing}, output=str(tmp_path / "rl"))
     with pytest.raises(Exception, match="nowhere"):
         run(spec)
     assert sorted(p.name for p in tmp_path.iterdir()) == []

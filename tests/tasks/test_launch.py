@@ -12,8 +12,9 @@ import yaml
 from models.config import PROJECT_ROOT, LaunchConfig
 from models.recipe import RecipeError, load_recipe
 from models.records import Artifact
-from models.stage_io import StageSpec
-from tasks.launch import NO_NVLINK_MULTICAST_ENV, _env, stage_command, stage_launch
+from models.stage_io import stage_spec
+from models.stages import STAGES
+from tasks.launch import NO_NVLINK_MULTICAST_ENV, _env, stage_command
 
 SPEC = Path("/tmp/r1-x/spec.json")
 RUN_STAGE = ["-m", "models.run_stage", str(SPEC)]
@@ -65,9 +66,11 @@ def test_stage_command(launch, expected):
 def test_only_training_stages_use_the_launch_config(stage, processes):
     recipe = load_recipe(None, ["launch.num_processes=4", "launch.accelerate_config=infra/accelerate/ddp.yaml"])
     model = Artifact(uri="/state/m", fingerprint="f", stage="base_model", kind="model")
-    spec = StageSpec(stage=stage, recipe=recipe, inputs={"model": model}, output="/state/out")
-    assert stage_launch(spec).num_processes == processes
-    command = stage_command(SPEC, stage_launch(spec))
+    general = Artifact(uri="/state/g.jsonl", fingerprint="g", stage="non_reasoning_data", kind="dataset")
+    inputs = {"model": model, "data": general, "general": general}
+    spec = stage_spec(stage, recipe, {k: v for k, v in inputs.items() if k in STAGES[stage].inputs}, output="/o")
+    assert spec.launch.num_processes == processes
+    command = stage_command(SPEC, spec.launch)
     assert ("accelerate.commands.launch" in command) == (processes > 1)
 
 
@@ -83,12 +86,10 @@ def test_every_stage_process_has_nvlink_multicast_off():
 
 
 def test_launch_section_is_not_in_cache_keys():
-    from tasks.caching import stage_key
-
     model = {"model": Artifact(uri="/state/m", fingerprint="f", stage="cold_start_sft", kind="model")}
     one = load_recipe(None)
     eight = load_recipe(None, ["launch.num_processes=8", "launch.accelerate_config=infra/accelerate/zero3.yaml"])
-    assert stage_key("reasoning_rl", one, model) == stage_key("reasoning_rl", eight, model)
+    assert stage_spec("reasoning_rl", one, model).key() == stage_spec("reasoning_rl", eight, model).key()
 
 
 @pytest.mark.parametrize(
