@@ -3,6 +3,7 @@ run the flow on the local state folder and print a summary and how to open the P
 
     python -m flows.cli [--recipe flows/recipes/tiny.yaml] [key=value ...]
     python -m flows.cli --check --recipe my.yaml          # validate only
+    python -m flows.cli stage final_rl --from-run <parent run id> [--recipe my.yaml] [--in-process] [key=value ...]
 """
 
 from __future__ import annotations
@@ -70,7 +71,40 @@ def evaluate(model: str, recipe: Recipe) -> int:
     return 0
 
 
+def stage_main(argv: list[str]) -> int:
+    """`r1-run stage NAME --from-run RUN`: one stage from the records of an earlier pipeline run (flows/one_stage)."""
+    from models.stages import PIPELINE
+
+    parser = argparse.ArgumentParser(prog="r1-run stage", description="Run one stage from an earlier pipeline run.")
+    parser.add_argument("name", choices=PIPELINE, help="the stage to run")
+    parser.add_argument("--from-run", required=True, help="MLflow id of the pipeline (parent) run to take inputs from")
+    parser.add_argument("--recipe", default=None, help="recipe YAML (default: the embedded tiny pipeline)")
+    parser.add_argument("--in-process", action="store_true", help="run in this process (default: its own process)")
+    parser.add_argument("overrides", nargs="*", help="key.path=value overrides")
+    args = parser.parse_args(argv)
+    try:
+        recipe = load_recipe(args.recipe or None, args.overrides)
+    except RecipeError as err:
+        print(f"recipe error: {err}", file=sys.stderr)
+        return 2
+    configure_environment()
+    from mlflow.exceptions import MlflowException
+
+    from flows.one_stage import run_one_stage
+
+    try:
+        record = run_one_stage(args.name, recipe, args.from_run, args.in_process)
+    except (ValueError, MlflowException) as err:
+        print(f"stage error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(f"{args.name}: {record.uri} (fingerprint {record.fingerprint}, MLflow run {record.mlflow_run_id})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["stage"]:
+        return stage_main(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default=None, help="recipe YAML (default: the embedded tiny pipeline)")
     parser.add_argument("--check", action="store_true", help="validate the recipe and exit")

@@ -169,8 +169,8 @@ class GeneralReward(Strict):
 
 class AlarmConfig(Strict):
     check_every: int = Field(50, ge=0, description="Steps between held-out checks on the validation split (0: off).")
-    check_sampling: SamplingConfig = Field(
-        default_factory=lambda: SamplingConfig(num_samples=2),
+    check_sampling: EvalConfig = Field(
+        default_factory=lambda: EvalConfig(num_samples=2),
         description="How each check samples (R1's evaluation settings, 2 samples per prompt); the stage's own "
         "setting, so that changing `evaluation` re-evaluates but retrains nothing.",
     )

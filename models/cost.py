@@ -8,8 +8,7 @@ from models.stages import STAGES
 
 def cost_phases() -> list[str]:
     """The rows of the cost table: every registered stage's phase, evaluation last."""
-    phases = list(dict.fromkeys(s.cost_phase for s in STAGES.values()))
-    return [p for p in phases if p != "evaluate"] + ["evaluate"]
+    return [name for name in STAGES if name != "evaluate"] + ["evaluate"]
 
 
 def gpus_in_use(world_size: int) -> int:

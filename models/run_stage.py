@@ -31,13 +31,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _entry(stage_name: str):
-    """The stage's entry function from the registry, imported only now (TRL takes seconds to import)."""
+def _entry(entry: str):
+    """The stage's entry function (`module:function`), imported only now (TRL takes seconds to import)."""
     import importlib
 
-    from models.stages import stage
-
-    module, _, function = stage(stage_name).entry.partition(":")
+    module, _, function = entry.partition(":")
     return getattr(importlib.import_module(module), function)
 
 
@@ -85,19 +83,22 @@ def _untracked():
 
 
 def _log_spec(spec: StageSpec, work: Path) -> None:
-    """The spec beside the output (spec.json) and, with the stage's settings as params, in its MLflow run."""
+    """The spec beside the output (spec.json) and in the MLflow run (spec/<stage>.json), with the stage's settings
+    as params (an evaluation logs into the run of the stage that made its model: no params of its own)."""
     from models.stage_io import SPEC_FILE
 
     (work / SPEC_FILE).write_text(spec.model_dump_json(indent=2))
-    if spec.stage != "evaluate" and mlflow_active():
-        import mlflow
+    if not mlflow_active():
+        return
+    import mlflow
 
-        from models.tracking import log_params, package_versions
+    from models.tracking import log_params, package_versions
 
+    mlflow.log_dict(spec.model_dump(mode="json"), f"spec/{spec.stage}.json")
+    if spec.stage != "evaluate":
         payload = spec.key_payload()
         shared = {k: payload[k] for k in ("data", "dtype", "seed") if payload[k] is not None}
         log_params({spec.stage: payload["settings"], **shared})
-        mlflow.log_dict(spec.model_dump(mode="json"), "spec/spec.json")
         mlflow.log_dict(package_versions(), "environment/package_versions.json")
 
 
@@ -111,18 +112,16 @@ def _log_cost(spec: StageSpec, started: float, state) -> None:
     import mlflow
 
     from models.cost import gpus_in_use, stage_cost
-    from models.stages import stage
 
     world = state.num_processes if state is not None else 1
     wall = time.monotonic() - started
-    mlflow.log_metrics(stage_cost(stage(spec.stage).cost_phase, wall, gpus_in_use(world), spec.launch.gpu_hour_usd))
+    mlflow.log_metrics(stage_cost(spec.stage, wall, gpus_in_use(world), spec.launch.gpu_hour_usd))
 
 
 def run(spec: StageSpec) -> Artifact | None:
     """Run the stage and publish its output; returns the record on the main rank, None on the others."""
     from models.records import local_path, partial_dir, publish
     from models.stage_io import scratch_dir
-    from models.stages import stage
 
     state = _distributed(spec.timeout_s)
     main = state is None or state.is_main_process
@@ -139,7 +138,7 @@ def run(spec: StageSpec) -> Artifact | None:
             if main:
                 _log_spec(spec, work)
             started = time.monotonic()
-            _entry(spec.stage)(spec, work)
+            _entry(spec.entry)(spec, work)
             if run_:
                 _log_cost(spec, started, state)
     except BaseException:
@@ -149,7 +148,7 @@ def run(spec: StageSpec) -> Artifact | None:
     _wait_for_everyone(state)  # every rank has finished writing into the work folder
     record = None
     if main:
-        meta = {"stage": spec.stage, "kind": stage(spec.stage).output, "mlflow_run_id": spec.mlflow_run_id}
+        meta = {"stage": spec.stage, "kind": spec.kind, "mlflow_run_id": spec.mlflow_run_id}
         record = publish(work, final, meta)
         shutil.rmtree(scratch_dir(final), ignore_errors=True)
     _wait_for_everyone(state)  # the other ranks exit once the output is published

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from models.config import DataConfig, LaunchConfig, Recipe
 from models.records import Artifact
 from models.stages import stage
-from models.trl_knobs import resolved_knobs
+from models.trl_knobs import coerce_knobs, resolved_knobs
 
 SPEC_FILE = "spec.json"  # the spec a stage ran with, kept beside its output
 
@@ -26,6 +26,10 @@ class StageSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     stage: str
+    entry: str = Field(description="The function the stage process runs, `module:function` (the registry's).")
+    kind: str = Field(description="What the stage publishes: model or dataset.")
+    section: str | None = Field(description="The recipe section its settings come from.")
+    code: str = Field(description="Version of the code that can change its result (models/code_version.py).")
     settings: dict[str, Any] = Field(description="The stage's own recipe section, TRL knobs resolved.")
     data: DataConfig | None = Field(None, description="The data settings, for stages that read them.")
     dtype: str | None = Field(None, description="Weights dtype on load, for stages that load a model.")
@@ -40,21 +44,21 @@ class StageSpec(BaseModel):
     @property
     def config(self):
         """The stage's settings as its typed recipe section (SftStage, RlStage, ...)."""
-        section = stage(self.stage).section
-        return Recipe.model_fields[section].annotation.model_validate(self.settings) if section else None
+        if self.section is None:
+            return None
+        return Recipe.model_fields[self.section].annotation.model_validate(self.settings)
 
     def key_payload(self) -> dict[str, Any]:
         """What the cache key hashes: everything the stage reads, its inputs' fingerprints and its code."""
-        from models.code_version import code_version
-
         return {
             "stage": self.stage,
+            "entry": self.entry,
             "settings": self.settings,
             "data": self.data.model_dump() if self.data else None,
             "dtype": self.dtype,
             "seed": self.seed,
             "inputs": {name: record.fingerprint for name, record in sorted(self.inputs.items())},
-            "code": code_version(self.stage),
+            "code": self.code,
         }
 
     def key(self) -> str:
@@ -70,7 +74,7 @@ def stage_settings(name: str, recipe: Recipe) -> dict[str, Any]:
         return {}
     own = getattr(recipe, declared.section).model_dump()
     if declared.trainer:
-        own["trl"] = resolved_knobs(name, own["trl"])
+        own["trl"] = coerce_knobs(name, resolved_knobs(name, own["trl"]))  # TRL's types: 2 and 2.0 are one key
     return own
 
 
@@ -81,8 +85,14 @@ def stage_spec(name: str, recipe: Recipe, inputs: dict[str, Artifact], **where: 
     unknown = set(inputs) - set(declared.inputs)
     if missing or unknown:
         raise ValueError(f"{name}: inputs {sorted(inputs)}; it takes {sorted(declared.inputs)} (missing or unknown)")
+    from models.code_version import code_version
+
     return StageSpec(
         stage=name,
+        entry=declared.entry,
+        kind=declared.output,
+        section=declared.section,
+        code=code_version(name),
         settings=stage_settings(name, recipe),
         data=recipe.data if "data" in declared.reads else None,
         dtype=recipe.model.dtype if "dtype" in declared.reads else None,

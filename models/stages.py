@@ -1,6 +1,7 @@
-"""Every stage of the pipeline, declared once. The flow, the Prefect tasks, the cache key, the launcher, the stage
-process, the TRL knob checks and the cost table all read this registry; adding a stage (distillation, say) is one
-`Stage(...)` entry here, its recipe section in models/config.py and its entry function.
+"""Every stage of the pipeline, declared once. The flow, the Prefect tasks, the cache key, the launcher, the TRL knob
+checks and the cost table (one phase per stage) all read this registry, and the stage process reads what it needs of
+it from its spec; adding a stage (distillation, say) is one `Stage(...)` entry here, its recipe section in
+models/config.py and its entry function.
 
     python -m models.stages          # prints the registry: each stage, its inputs and where they come from
 """
@@ -36,11 +37,6 @@ class Stage:
     trainer: Literal["sft", "grpo"] | None = None  # the TRL trainer whose knobs its `trl:` dict holds
     launch: Literal["accelerate", "single"] = "single"  # accelerate: recipe.launch.num_processes processes
     optional: frozenset[str] = field(default_factory=frozenset)  # inputs that may be absent (e.g. no file named)
-
-    @property
-    def cost_phase(self) -> str:
-        """The row of the cost table this stage's GPU-hours go to."""
-        return self.name
 
     def producers(self, recipe) -> dict[str, str]:
         """Input name -> the stage or source whose record it is, for this recipe."""

@@ -85,6 +85,7 @@ def log_evaluation(run_id: str, evaluation: Artifact) -> None:
     for key, value in metrics.items():
         mlflow_client.log_metric(run_id, key, value)
     mlflow_client.set_tag(run_id, "evaluation_run_id", evaluation.mlflow_run_id or "")
+    mlflow_client.set_tag(run_id, "evaluation_cached", "true")
     mlflow_client.set_terminated(run_id, "FINISHED")
 
 

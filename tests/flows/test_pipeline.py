@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from models.config import STAGES
 from models.recipe import load_recipe
+from models.stages import PIPELINE as STAGES
 
 pytestmark = pytest.mark.slow
 
@@ -70,6 +70,14 @@ def third(second):
     return r1_pipeline(load_recipe(None, [*SMALL, "final_rl.trl.learning_rate=5e-5"]))
 
 
+@pytest.fixture(scope="module")
+def reevaluated(third):
+    """A fourth run that changes only the evaluation settings."""
+    from flows.pipeline import r1_pipeline
+
+    return r1_pipeline(load_recipe(None, [*SMALL, "final_rl.trl.learning_rate=5e-5", "evaluation.num_samples=3"]))
+
+
 def _children(parent_run_id: str, experiment_id: str) -> dict:
     from models.tracking import client
 
@@ -114,7 +122,7 @@ def test_rl_stages_log_trl_series_and_artifacts(first, stage):
     ):
         assert len(mlflow_client.get_metric_history(run.info.run_id, key)) >= 2, key
     artifacts = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
-    assert {"plots", "samples", "recipe", "environment", "logs"} <= artifacts
+    assert {"plots", "samples", "spec", "environment", "logs"} <= artifacts
     assert run.data.params[f"config.{stage}.trl.num_generations"] == "8"
 
 
@@ -156,7 +164,8 @@ def test_second_run_reuses_every_stage(first, second):
     assert second["model_version"] == first["model_version"]
     children = _children(second["parent_run_id"], second["experiment_id"])
     assert set(children) == {*STAGES, "base_model"}
-    assert all(run.data.tags.get("cached") == "true" for run in children.values())
+    assert all(children[stage].data.tags.get("cached") == "true" for stage in STAGES)
+    assert all(run.data.tags.get("evaluation_cached") == "true" for run in children.values())
     assert (
         children["final_rl"].data.metrics["eval/pass_at_1"]
         == _children(first["parent_run_id"], first["experiment_id"])["final_rl"].data.metrics["eval/pass_at_1"]
@@ -166,6 +175,17 @@ def test_second_run_reuses_every_stage(first, second):
 def test_changing_final_rl_reruns_only_final_rl(third):
     assert {stage: third["cached"][stage] for stage in STAGES} == {stage: stage != "final_rl" for stage in STAGES}
     assert third["cached"]["base_model"]
+
+
+def test_changing_only_evaluation_reevaluates_and_retrains_nothing(third, reevaluated):
+    assert all(reevaluated["cached"][stage] for stage in STAGES)
+    assert not reevaluated["cached"]["base_model"]  # its evaluation ran again
+    new = _children(reevaluated["parent_run_id"], reevaluated["experiment_id"])
+    old = _children(third["parent_run_id"], third["experiment_id"])
+    for stage in ("base_model", "cold_start_sft", "reasoning_rl", "supervised_merge", "final_rl"):
+        assert new[stage].data.metrics["eval/k"] == 3.0, stage  # this tree shows the new figures
+        assert old[stage].data.metrics["eval/k"] == 2.0, stage  # and the earlier tree keeps its own
+        assert new[stage].info.status == "FINISHED"
 
 
 def test_promotion_gate_decides_every_run(first, second, third):
@@ -226,3 +246,40 @@ def test_registered_model_evaluates_on_its_own(first):
 
     artifacts = client().list_artifacts(children["evaluated_model"].info.run_id, "eval")
     assert "eval/per_prompt.json" in {a.path for a in artifacts}
+
+
+def test_one_stage_runs_alone_from_an_earlier_pipeline_run(reevaluated, capsys):
+    import json
+    from pathlib import Path
+
+    from flows.cli import main
+    from models.records import read_record
+    from models.tracking import client
+
+    parent = reevaluated["parent_run_id"]
+    args = ["stage", "final_rl", "--from-run", parent, *SMALL, "final_rl.trl.max_steps=2"]
+    assert main(args) == 0
+    mlflow_client = client()
+    runs = mlflow_client.search_runs(
+        [reevaluated["experiment_id"]], f"tags.mlflow.parentRunId = '{parent}' and tags.started_by = 'r1-run stage'"
+    )
+    assert [(r.info.run_name, r.info.status) for r in runs] == [("final_rl", "FINISHED")]
+    record = read_record(mlflow_client.get_run(parent).data.tags["record.final_rl"])
+    assert record.mlflow_run_id == runs[0].info.run_id
+    spec = json.loads((Path(record.uri) / "spec.json").read_text())
+    assert spec["settings"]["trl"]["max_steps"] == 2
+    merged = _children(parent, reevaluated["experiment_id"])["supervised_merge"]
+    assert spec["inputs"]["model"]["uri"] == mlflow_client.get_run(parent).data.tags["record.supervised_merge"]
+    assert merged.data.tags["cached"] == "true"
+    assert "spec/final_rl.json" in {a.path for a in mlflow_client.list_artifacts(record.mlflow_run_id, "spec")}
+    # the same spec again: its output is there already
+    assert main(args) == 0
+    assert "already published" in capsys.readouterr().out
+
+
+def test_one_stage_from_an_unknown_run_says_so_in_one_line(state, capsys):
+    from flows.cli import main
+
+    assert main(["stage", "final_rl", "--from-run", "0123456789abcdef"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("stage error:") and len(err.splitlines()) == 1

@@ -48,6 +48,19 @@ def test_shipped_recipe_values():
     assert big.reasoning_rl.trl["learning_rate"] == pytest.approx(3e-6)
 
 
+def test_tiny_recipe_is_the_embedded_default_written_out():
+    """`make demo` and `make run RECIPE=flows/recipes/tiny.yaml` share every cache key."""
+    from models.records import Artifact
+    from models.stage_io import stage_spec
+    from models.stages import STAGES
+
+    tiny, default = load_recipe(REPO / "flows" / "recipes" / "tiny.yaml"), load_recipe(None)
+    record = Artifact(uri="/m", fingerprint="f", stage="base_model", kind="model")
+    for name, declared in STAGES.items():
+        inputs = {k: record for k in set(declared.inputs) - declared.optional}
+        assert stage_spec(name, tiny, inputs).key() == stage_spec(name, default, inputs).key(), name
+
+
 def test_defaults_validate():
     recipe = load_recipe(None)
     assert recipe == Recipe()

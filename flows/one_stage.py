@@ -1,0 +1,54 @@
+"""Run one stage on its own, from a recipe and the records of an earlier pipeline run: its inputs are the outputs
+that run made (read from their stamps), its output and MLflow run go where the pipeline would put them (the
+output named by the spec's key; a child run of that pipeline run), and the spec is kept beside the output.
+
+    r1-run stage final_rl --from-run <parent run id> [--recipe my.yaml] [key=value ...]
+    r1-run stage final_rl --from-run <parent run id> --in-process      # in this process, no subprocess
+"""
+
+from __future__ import annotations
+
+from models.config import Recipe
+from models.records import Artifact, read_record
+from models.sources import source_record
+from models.stage_io import stage_spec
+from models.stages import SOURCES, stage
+from models.tracking import client, start_child_run
+from tasks.pipeline_run import PipelineRun, record_output, recorded_output
+from tasks.stages import placed, run_spec
+
+
+def stage_inputs(name: str, recipe: Recipe, parent_run_id: str) -> dict[str, Artifact]:
+    """The stage's inputs: sources from the recipe, stage outputs from the pipeline run's records."""
+    inputs = {}
+    for role, producer in stage(name).producers(recipe).items():
+        record = source_record(producer, recipe) if producer in SOURCES else recorded_output(parent_run_id, producer)
+        if record is not None:
+            inputs[role] = record
+    return inputs
+
+
+def run_one_stage(name: str, recipe: Recipe, parent_run_id: str, in_process: bool, log_line=print) -> Artifact:
+    """Run stage `name` (or reuse its published output when one with the same key exists); returns its record."""
+    spec = stage_spec(name, recipe, stage_inputs(name, recipe, parent_run_id))
+    parent = client().get_run(parent_run_id)
+    pipeline = PipelineRun(
+        name=recipe.name,
+        experiment_id=parent.info.experiment_id,
+        parent_run_id=parent_run_id,
+        flow_run_name=parent.info.run_name or "",
+    )
+    existing = read_record(placed(spec, pipeline, None).output)
+    if existing is not None:
+        log_line(f"{name}: already published at {existing.uri} (same spec key); nothing to run")
+        return existing
+    tags = {"stage": name, "pipeline": recipe.name, "stage_key": spec.key(), "started_by": "r1-run stage"}
+    spec = placed(spec, pipeline, start_child_run(pipeline.experiment_id, parent_run_id, name, tags))
+    if in_process:
+        from models.run_stage import run
+
+        record = run(spec)
+    else:
+        record = run_spec(spec, log_line)
+    record_output(pipeline, name, record)
+    return record
