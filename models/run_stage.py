@@ -158,8 +158,10 @@ def run(spec: StageSpec) -> Artifact | None:
 
 
 def main() -> None:
+    from models.lifetime import die_with_parent
     from models.stage_io import StageSpec
 
+    die_with_parent()  # a rank under torchrun, or the stage process itself: never outlive the launcher
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(name)s: %(message)s")
     spec = StageSpec.model_validate_json(Path(sys.argv[1]).read_text())
     record = run(spec)

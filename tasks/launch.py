@@ -19,6 +19,7 @@ import threading
 from pathlib import Path
 
 from models.config import PROJECT_ROOT, LaunchConfig
+from models.lifetime import die_with_parent
 from models.records import Artifact, read_record
 from models.stage_io import StageSpec
 
@@ -88,6 +89,7 @@ def launch(spec: StageSpec, log_line, timeout_s: float) -> tuple[Artifact, list[
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
+            preexec_fn=die_with_parent,
             env=_env(),
         )
         watchdog = threading.Timer(timeout_s, _kill_group, [proc])

@@ -12,7 +12,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 
 from models.config import Recipe
-from models.records import Artifact
+from models.records import Artifact, read_record
 from models.sources import source_record
 from models.stage_io import StageSpec, stage_output, stage_spec
 from models.stages import EVALUATE, SOURCES
@@ -43,7 +43,13 @@ def placed(spec: StageSpec, pipeline: PipelineRun, run_id: str | None) -> StageS
 
 @task(cache_key_fn=task_cache_key, persist_result=True, retries=0, log_prints=True)
 def run_stage(spec: StageSpec, pipeline: PipelineRun) -> Artifact:
-    """Train (or sample, for rejection_sampling) one stage; cache invalidated by its spec's key."""
+    """Train (or sample, for rejection_sampling) one stage; cache invalidated by its spec's key. An output that an
+    earlier attempt published under the same key (one whose flow was killed after the stage finished) is taken as
+    it is."""
+    published = read_record(stage_output(pipeline.name, spec))
+    if published is not None:
+        get_run_logger().info("%s: taking the output an earlier attempt published at %s", spec.stage, published.uri)
+        return published
     tags = {"stage": spec.stage, "pipeline": pipeline.name, "stage_key": spec.key()}
     run_id = start_child_run(pipeline.experiment_id, pipeline.parent_run_id, spec.stage, tags)
     return run_spec(placed(spec, pipeline, run_id), get_run_logger().info)

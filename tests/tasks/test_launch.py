@@ -133,3 +133,26 @@ def test_infra_accelerate_configs_load_in_accelerate():
     assert kinds["fsdp.yaml"].distributed_type == DistributedType.FSDP
     assert kinds["fsdp.yaml"].fsdp_config["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
     assert kinds["fsdp.yaml"].fsdp_config["fsdp_reshard_after_forward"] is True  # FULL_SHARD
+
+
+def test_a_stage_process_dies_with_its_launcher(tmp_path):
+    """kill -9 of the flow (the launcher) takes its stage process with it: none runs on and publishes alone."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    launcher = (
+        "import subprocess, sys; from models.lifetime import die_with_parent;"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], preexec_fn=die_with_parent,"
+        " start_new_session=True); print(p.pid, flush=True); p.wait()"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", launcher], stdout=subprocess.PIPE, text=True, env=_env())
+    child = psutil.Process(int(parent.stdout.readline()))
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while child.is_running() and child.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE

@@ -1,0 +1,18 @@
+"""A stage process dies with the process that started it: on Linux each stage process (and each rank under
+`accelerate launch`) asks the kernel for SIGKILL when its parent dies, so a `kill -9` of the flow cannot leave a
+stage running on and publishing behind a re-run's back. Elsewhere this is a no-op."""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+import sys
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Ask for SIGKILL when the parent process exits (Linux prctl); safe in a preexec_fn."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
