@@ -81,7 +81,7 @@ def stage_main(argv: list[str]) -> int:
     parser.add_argument("--recipe", default=None, help="recipe YAML (default: the embedded tiny pipeline)")
     parser.add_argument("--in-process", action="store_true", help="run in this process (default: its own process)")
     parser.add_argument("overrides", nargs="*", help="key.path=value overrides")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     try:
         recipe = load_recipe(args.recipe or None, args.overrides)
     except RecipeError as err:
