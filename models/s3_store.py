@@ -47,7 +47,7 @@ def s3_client(endpoint_url: str | None, preflight: bool = False):
 
     config = Config(
         connect_timeout=2 if preflight else 10,
-        read_timeout=5 if preflight else 120,
+        read_timeout=3 if preflight else 120,
         retries={"total_max_attempts": 2 if preflight else 5, "mode": "standard"},
         s3={"addressing_style": "path"} if endpoint_url else None,
     )
@@ -78,8 +78,13 @@ def explain(err: Exception, where: str, endpoint: str | None) -> StorageError:
     if isinstance(err, bex.ClientError):
         code = err.response.get("Error", {}).get("Code", "?")
         status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if code in ("NoSuchBucket", "404") or (status == 404 and "bucket" in code.lower()):
+        if code == "NoSuchBucket":
             return StorageError(f"bucket of {where} does not exist at {at}: create it or fix storage.uri")
+        if code == "404":  # a HEAD, or a server that is not S3: no error code in the body
+            return StorageError(
+                f"{at} answered HTTP 404 for {where} without an S3 error: check that the bucket exists and that "
+                "storage.endpoint_url is an S3 server"
+            )
         if status == 403 or code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
             return StorageError(
                 f"S3 at {at} refused the credentials for {where} ({code}): check AWS_ACCESS_KEY_ID / AWS_PROFILE "
@@ -108,13 +113,18 @@ class S3Store(ArtifactStore):
         return f"s3://{self.bucket}/{self.key(relative)}"
 
     @contextlib.contextmanager
-    def _errors(self, where: str):
+    def _errors(self, where: str, missing: str | None = None):
+        """boto3 failures as one-line StorageErrors; `missing` is the message for an object that is not there."""
         from boto3.exceptions import Boto3Error
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             yield
-        except (BotoCoreError, ClientError) as err:
+        except ClientError as err:
+            if missing and err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                raise StorageError(missing) from None
+            raise explain(err, where, self.endpoint_url) from None
+        except BotoCoreError as err:
             raise explain(err, where, self.endpoint_url) from None
         except Boto3Error as err:  # S3UploadFailedError wraps the ClientError that says why
             raise explain(err.__context__ or err, where, self.endpoint_url) from None
@@ -202,7 +212,8 @@ class S3Store(ArtifactStore):
                 target = work / name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 object_uri = f"s3://{bucket}/{key}/{stamp.objects}/{name}"
-                with self._errors(object_uri):
+                gone = f"{object_uri} is missing: delete that output so its stage runs again"
+                with self._errors(object_uri, missing=gone):
                     self.client.download_file(
                         bucket, f"{key}/{stamp.objects}/{name}", str(target), Config=self.transfer
                     )

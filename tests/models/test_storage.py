@@ -172,6 +172,16 @@ def test_damaged_object_is_refused_with_one_line(store, tmp_path, damage, word):
         assert not any(worker.cache.root.iterdir())  # nothing half-downloaded stays in the cache
 
 
+def test_missing_object_is_refused_with_one_line(s3, tmp_path):
+    store = artifact_store(s3_config(s3))
+    record = published(store)
+    bucket, key = split_s3(record.uri)
+    store.client.delete_object(Bucket=bucket, Key=f"{key}/{store.read_stamp(record.uri).objects}/config.json")
+    with pytest.raises(StorageError, match="config.json is missing: delete") as err:
+        fresh_worker(store, tmp_path).local_copy(record)
+    assert "\n" not in str(err.value)
+
+
 def test_push_pull_round_trip_to_an_empty_folder(store, tmp_path):
     checkpoint = write(tmp_path / "checkpoint-2", {"model.safetensors": os.urandom(2000), "trainer_state.json": b"{}"})
     area = "demo/reasoning_rl/key1.trainer"
