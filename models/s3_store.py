@@ -164,6 +164,19 @@ class S3Store(ArtifactStore):
             shutil.rmtree(work, ignore_errors=True)
         return stamp.record
 
+    def put_text(self, relative: str, text: str) -> str:
+        uri = self.uri_for(relative)
+        with self._errors(uri):
+            self.client.put_object(Bucket=self.bucket, Key=self.key(relative), Body=text.encode())
+        return uri
+
+    def get_text(self, uri: str) -> str:
+        if not uri.startswith("s3://"):
+            return super().get_text(uri)
+        bucket, key = split_s3(uri)
+        with self._errors(uri, missing=f"{uri} does not exist: write it with put_text first"):
+            return self.client.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+
     def _get_json(self, bucket: str, key: str) -> bytes | None:
         from botocore.exceptions import ClientError
 

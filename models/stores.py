@@ -133,6 +133,17 @@ class ArtifactStore:
     def remove(self, relative: str) -> None:
         raise NotImplementedError
 
+    def put_text(self, relative: str, text: str) -> str:
+        """Write a small text object (a stage spec) at `relative`; returns its uri."""
+        raise NotImplementedError
+
+    def get_text(self, uri: str) -> str:
+        """A small text object written by put_text (or any local file)."""
+        path = Path(uri.removeprefix("file://"))
+        if not path.is_file():
+            raise StorageError(f"{uri} does not exist: write it with put_text first")
+        return path.read_text()
+
     def read_stamp(self, uri: str) -> Stamp | None:
         """The stamp of the output at `uri`, or None when it is not stamped (or absent, or not in a store)."""
         return _local_stamp(Path(uri.removeprefix("file://")))
@@ -221,6 +232,14 @@ class LocalStore(ArtifactStore):
         shutil.rmtree(final, ignore_errors=True)
         work.rename(final)
         return stamp.record
+
+    def put_text(self, relative: str, text: str) -> str:
+        path = Path(self.uri_for(relative))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        work = path.with_name(f"{path.name}.{attempt_id()}")
+        work.write_text(text)
+        work.rename(path)
+        return str(path)
 
     def push_dir(self, local: Path, relative: str) -> None:
         target = Path(self.uri_for(relative))

@@ -225,6 +225,14 @@ def test_records_outside_the_store_pass_through(store, tmp_path):
     assert store.local_copy(local) == folder and store.read_record(str(folder)) is None
 
 
+def test_small_text_objects_round_trip(store):
+    uri = store.put_text("demo/specs/cold_start_sft.json", '{"stage": "cold_start_sft"}')
+    assert uri == store.uri_for("demo/specs/cold_start_sft.json")
+    assert store.get_text(uri) == '{"stage": "cold_start_sft"}'
+    with pytest.raises(StorageError, match="does not exist"):
+        store.get_text(store.uri_for("demo/specs/none.json"))
+
+
 def one_line_error(check) -> tuple[str, float]:
     started = time.monotonic()
     with pytest.raises(StorageError) as err:
