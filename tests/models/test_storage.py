@@ -225,6 +225,16 @@ def test_records_outside_the_store_pass_through(store, tmp_path):
     assert store.local_copy(local) == folder and store.read_record(str(folder)) is None
 
 
+def test_outputs_stamped_by_models_records_publish_still_count(tmp_path):
+    from models.records import partial_dir, publish
+
+    store = artifact_store(StorageConfig(uri=str(tmp_path / "store")))
+    final = tmp_path / "store" / OUT
+    record = publish(write(partial_dir(final), FILES), final, META)
+    assert store.read_record(str(final)) == record and store.is_live(record)
+    assert store.local_copy(record, full=True) == final
+
+
 def test_small_text_objects_round_trip(store):
     uri = store.put_text("demo/specs/cold_start_sft.json", '{"stage": "cold_start_sft"}')
     assert uri == store.uri_for("demo/specs/cold_start_sft.json")
