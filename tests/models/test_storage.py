@@ -290,6 +290,16 @@ def test_preflight_bad_credentials(s3, monkeypatch):
     assert "refused the credentials" in message and "SignatureDoesNotMatch" in message and took < 5
 
 
+def test_preflight_without_credentials(s3, monkeypatch):
+    server, bucket = s3
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance role to find here
+    store = artifact_store(StorageConfig(uri=f"s3://{bucket}/x", endpoint_url=server.endpoint_url))
+    message, took = one_line_error(store.check)
+    assert message.startswith("no AWS credentials") and "AWS_PROFILE" in message and took < 5
+
+
 S3_POLICY = '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}'
 
 
