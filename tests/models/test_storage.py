@@ -385,3 +385,15 @@ def test_mlflow_artifacts_and_registered_model_land_in_the_bucket(s3, tmp_path, 
     )
     downloaded = mlflow.artifacts.download_artifacts(f"models:/r1/{version.version}", dst_path=str(tmp_path / "dl"))
     assert (tmp_path / "dl" / "model.safetensors").read_bytes() == b"w" and downloaded
+
+
+def test_a_model_checkpoint_loads_from_the_bucket_on_an_empty_worker(s3, tmp_path, tiny_qwen2, weights_changed):
+    import shutil
+
+    store = artifact_store(s3_config(s3))
+    work = store.work_dir(OUT)
+    shutil.copytree(tiny_qwen2, work, dirs_exist_ok=True)  # safetensors, config, tokenizer
+    record = store.publish(work, OUT, META)
+    source = fresh_worker(store, tmp_path).local_source(record)
+    assert {"model.safetensors", "config.json", "tokenizer.json"} <= set(os.listdir(source))
+    assert not weights_changed(tiny_qwen2, source)
