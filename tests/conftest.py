@@ -1,9 +1,17 @@
-"""Shared fixtures: a real (temporary) Prefect API server for the flow tests, the small stage settings the
-stage tests train with, a weight comparison and a tiny Qwen2."""
+"""Shared fixtures: a real (temporary) Prefect API server for the flow tests, a real S3-speaking server (moto's
+server mode on loopback), the small stage settings the stage tests train with, a weight comparison and a tiny
+Qwen2."""
 
 from __future__ import annotations
 
+import itertools
+import socket
+from dataclasses import dataclass, field
+
 import pytest
+
+# Credentials of the test S3 server: only ever set by the `s3` fixture, for one test.
+S3_TEST_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -21,6 +29,71 @@ def prefect_server():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class S3Server:
+    """moto's S3 server on 127.0.0.1: its endpoint, the test credentials, and fresh buckets on demand."""
+
+    endpoint_url: str
+    env: dict[str, str] = field(default_factory=lambda: dict(S3_TEST_ENV))
+    _names: itertools.count = field(default_factory=itertools.count)
+
+    def client(self):
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    def new_bucket(self) -> str:
+        name = f"r1-test-{next(self._names)}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-speaking HTTP server (moto's ThreadedMotoServer) on a free loopback port, for the session."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield S3Server(endpoint_url=f"http://127.0.0.1:{port}")
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch, tmp_path):
+    """A fresh bucket on the test server with the test credentials (and a fresh state folder) for this test only;
+    any AWS profile or endpoint of the machine is hidden. Yields (server, bucket)."""
+    for name in (
+        "AWS_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "R1_STORAGE_URI",
+        "R1_S3_ENDPOINT_URL",
+        "MLFLOW_S3_ENDPOINT_URL",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("R1_STATE_DIR", str(tmp_path / "state"))
+    return s3_server, s3_server.new_bucket()
 
 
 # A few steps of every stage on the tiny model: enough for GRPO to see reward variance after the cold start.
