@@ -33,6 +33,17 @@ def configure_environment() -> None:
     state.mkdir(parents=True, exist_ok=True)
 
 
+def storage_problem(recipe: Recipe) -> str | None:
+    """Why the recipe's artifact store cannot be used (checked before anything starts), or None."""
+    from models.storage import StorageError, prepared_store
+
+    try:
+        prepared_store(recipe.storage)
+    except StorageError as err:
+        return str(err)
+    return None
+
+
 def ui_help() -> str:
     prefect_home = os.environ["PREFECT_HOME"]
     lines = [f"State folder: {state_dir()}"]
@@ -88,6 +99,10 @@ def stage_main(argv: list[str]) -> int:
         print(f"recipe error: {err}", file=sys.stderr)
         return 2
     configure_environment()
+    problem = storage_problem(recipe)
+    if problem:
+        print(f"storage error: {problem}", file=sys.stderr)
+        return 2
     from mlflow.exceptions import MlflowException
 
     from flows.one_stage import run_one_stage
@@ -124,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"recipe ok: {recipe.name}")
         return 0
     configure_environment()
+    problem = storage_problem(recipe)
+    if problem:
+        print(f"storage error: {problem}", file=sys.stderr)
+        return 2
     if args.evaluate:
         return evaluate(args.evaluate, recipe)
     from flows.pipeline import r1_pipeline

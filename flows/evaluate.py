@@ -13,7 +13,8 @@ from prefect.runtime import flow_run
 
 from models.config import Recipe
 from models.factory import model_record
-from models.records import Artifact, local_path
+from models.records import Artifact
+from models.storage import prepared_store
 from models.tracking import registered_model_dir
 from tasks.pipeline_run import close_pipeline_run, open_pipeline_run
 from tasks.stages import evaluate_in_tree
@@ -30,6 +31,7 @@ def evaluated_model(model: str) -> Artifact:
 def r1_evaluate(model: str, recipe: Recipe | None = None) -> dict:
     """pass@1 over k samples, cons@k, pass@k, format and language rates, and a per-prompt table in MLflow."""
     recipe = recipe or Recipe()
+    prepared_store(recipe.storage)
     pipeline = open_pipeline_run(recipe, f"evaluate-{flow_run.get_name() or 'local'}", flow_run.get_id() or "")
     try:
         record = evaluated_model(model)
@@ -38,5 +40,5 @@ def r1_evaluate(model: str, recipe: Recipe | None = None) -> dict:
         close_pipeline_run(pipeline, "FAILED")
         raise
     close_pipeline_run(pipeline, "FINISHED")
-    metrics = json.loads((local_path(evaluation.uri) / "metrics.json").read_text())
+    metrics = json.loads((pipeline.store().local_copy(evaluation) / "metrics.json").read_text())
     return {"metrics": metrics, "parent_run_id": pipeline.parent_run_id, "experiment_id": pipeline.experiment_id}

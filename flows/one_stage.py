@@ -9,20 +9,21 @@ output named by the spec's key; a child run of that pipeline run), and the spec 
 from __future__ import annotations
 
 from models.config import Recipe
-from models.records import Artifact, read_record
+from models.records import Artifact
 from models.sources import source_record
 from models.stage_io import stage_spec
 from models.stages import SOURCES, stage
+from models.storage import prepared_store
 from models.tracking import client, start_child_run
 from tasks.pipeline_run import PipelineRun, record_output, recorded_output
 from tasks.stages import placed, run_spec
 
 
-def stage_inputs(name: str, recipe: Recipe, parent_run_id: str) -> dict[str, Artifact]:
+def stage_inputs(name: str, recipe: Recipe, pipeline: PipelineRun) -> dict[str, Artifact]:
     """The stage's inputs: sources from the recipe, stage outputs from the pipeline run's records."""
     inputs = {}
     for role, producer in stage(name).producers(recipe).items():
-        record = source_record(producer, recipe) if producer in SOURCES else recorded_output(parent_run_id, producer)
+        record = source_record(producer, recipe) if producer in SOURCES else recorded_output(pipeline, producer)
         if record is not None:
             inputs[role] = record
     return inputs
@@ -30,15 +31,17 @@ def stage_inputs(name: str, recipe: Recipe, parent_run_id: str) -> dict[str, Art
 
 def run_one_stage(name: str, recipe: Recipe, parent_run_id: str, in_process: bool, log_line=print) -> Artifact:
     """Run stage `name` (or reuse its published output when one with the same key exists); returns its record."""
-    spec = stage_spec(name, recipe, stage_inputs(name, recipe, parent_run_id))
+    prepared_store(recipe.storage)
     parent = client().get_run(parent_run_id)
     pipeline = PipelineRun(
         name=recipe.name,
         experiment_id=parent.info.experiment_id,
         parent_run_id=parent_run_id,
         flow_run_name=parent.info.run_name or "",
+        storage=recipe.storage.effective(),
     )
-    existing = read_record(placed(spec, pipeline, None).output)
+    spec = stage_spec(name, recipe, stage_inputs(name, recipe, pipeline))
+    existing = pipeline.store().read_record(placed(spec, pipeline, None).output)
     if existing is not None:
         log_line(f"{name}: already published at {existing.uri} (same spec key); nothing to run")
         return existing

@@ -13,6 +13,7 @@ from models.config import Recipe
 from models.records import Artifact
 from models.stage_io import stage_spec
 from models.stages import SOURCES, stage
+from models.storage import prepared_store
 from tasks.inputs import source
 from tasks.pipeline_run import (
     PipelineRun,
@@ -25,6 +26,7 @@ from tasks.pipeline_run import (
 )
 from tasks.promotion import promote
 from tasks.publish import register_model, summarize
+from tasks.results import with_result_storage
 from tasks.stages import evaluate_in_tree, evaluation_inputs, evaluation_of, stage_task
 
 
@@ -51,8 +53,9 @@ class Tracker:
         return {k: record for k, record in found.items() if record is not None}
 
     def _cached_or_run(self, task, spec) -> Artifact:
+        task = with_result_storage(task, self.pipeline.storage)  # S3: the cache lives in the bucket too
         record = task(spec, self.pipeline)
-        if not is_live(record):
+        if not is_live(record, self.pipeline):
             why = "%s: cached output %s or its MLflow run is gone; recomputing"
             get_run_logger().warning(why, spec.stage, record.uri)
             record = task.with_options(refresh_cache=True)(spec, self.pipeline)
@@ -80,7 +83,7 @@ class Tracker:
             inputs = evaluation_inputs(self.recipe, model, baseline)
             spec = stage_spec("evaluate", self.recipe, inputs, mlflow_run_id=self.runs[name])
             evaluation = self._cached_or_run(evaluation_of(name), spec)
-            log_evaluation(self.runs[name], evaluation)
+            log_evaluation(self.runs[name], evaluation, self.pipeline)
         self.cached.setdefault(name, evaluation.mlflow_run_id != self.runs[name])
         self.evaluations[name] = evaluation
 
@@ -89,6 +92,7 @@ class Tracker:
 def r1_pipeline(recipe: Recipe | None = None, mlflow_ui: str = "http://127.0.0.1:5000") -> dict:
     """Cold-start SFT -> reasoning RL -> rejection sampling -> SFT of the base on the merged data -> final RL."""
     recipe = recipe or Recipe()
+    prepared_store(recipe.storage)
     pipeline = open_pipeline_run(recipe, flow_run.get_name() or "local", flow_run.get_id() or "")
     try:
         run = Tracker(recipe, pipeline)

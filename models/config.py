@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from models.storage import StorageConfig
+
 REWARD_NAMES = ("accuracy", "format", "language_consistency")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -275,6 +277,11 @@ class Recipe(Strict):
     launch: LaunchConfig = Field(
         default_factory=LaunchConfig,
         description="How the training stages are launched: processes (GPUs) and accelerate config; not in cache keys.",
+    )
+    storage: StorageConfig = Field(
+        default_factory=StorageConfig,
+        description="Where stage outputs, resume checkpoints, Prefect results and MLflow artifacts live: the local "
+        "state folder or s3://bucket/prefix ($R1_STORAGE_URI overrides it); not in cache keys.",
     )
 
     @model_validator(mode="after")

@@ -118,27 +118,35 @@ def _log_cost(spec: StageSpec, started: float, state) -> None:
     mlflow.log_metrics(stage_cost(spec.stage, wall, gpus_in_use(world), spec.launch.gpu_hour_usd))
 
 
-def run(spec: StageSpec) -> Artifact | None:
-    """Run the stage and publish its output; returns the record on the main rank, None on the others."""
-    from models.records import local_path, partial_dir, publish
-    from models.stage_io import scratch_dir
+def _with_local_inputs(spec: StageSpec, store) -> StageSpec:
+    """The spec whose input records point at local folders (downloaded and verified from the store when remote;
+    hub ids as they are): stage code only ever opens local paths."""
+    local = {
+        name: record.model_copy(update={"uri": store.local_source(record)}) for name, record in spec.inputs.items()
+    }
+    return spec.model_copy(update={"inputs": local})
 
+
+def run(spec: StageSpec) -> Artifact | None:
+    """Run the stage and publish its output to the spec's store; returns the record on the main rank, None on the
+    others."""
+    from models.stage_io import scratch_dir
+    from models.storage import mlflow_env, output_store
+
+    store, relative = output_store(spec.output, spec.storage)
+    os.environ.update(mlflow_env(spec.storage))
     state = _distributed(spec.timeout_s)
     main = state is None or state.is_main_process
-    final = local_path(spec.output)
-    if main:
-        work = partial_dir(final)
-        if state is not None:
-            log.info("%s: world_size=%d (%s backend)", spec.stage, state.num_processes, state.backend)
-    else:
-        work = final.with_name(final.name + ".partial")  # partial_dir's folder, made by the main rank
+    work = store.work_dir(relative) if main else store.work_path(relative)  # the main rank makes it
+    if main and state is not None:
+        log.info("%s: world_size=%d (%s backend)", spec.stage, state.num_processes, state.backend)
     _wait_for_everyone(state)  # the work folder exists for every rank
     try:
         with _tracked(spec) if main else _untracked() as run_:
             if main:
                 _log_spec(spec, work)
             started = time.monotonic()
-            _entry(spec.entry)(spec, work)
+            _entry(spec.entry)(_with_local_inputs(spec, store), work)
             if run_:
                 _log_cost(spec, started, state)
     except BaseException:
@@ -149,8 +157,9 @@ def run(spec: StageSpec) -> Artifact | None:
     record = None
     if main:
         meta = {"stage": spec.stage, "kind": spec.kind, "mlflow_run_id": spec.mlflow_run_id}
-        record = publish(work, final, meta)
-        shutil.rmtree(scratch_dir(final), ignore_errors=True)
+        record = store.publish(work, relative, meta)
+        store.remove(f"{relative}.trainer")  # the resume checkpoints: not needed once published
+        shutil.rmtree(scratch_dir(work), ignore_errors=True)
     _wait_for_everyone(state)  # the other ranks exit once the output is published
     if state is not None:
         state.destroy_process_group()

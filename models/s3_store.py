@@ -138,12 +138,9 @@ class S3Store(ArtifactStore):
             client.put_object(Bucket=self.bucket, Key=probe, Body=b"")
             client.delete_object(Bucket=self.bucket, Key=probe)
 
-    def work_dir(self, relative: str) -> Path:
-        """A fresh local folder for the stage to write into (it becomes the output's cache entry once published)."""
-        work = self.cache.root.parent / "work" / f"{check_relative(relative)}.partial"
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        return work
+    def work_path(self, relative: str) -> Path:
+        """A local folder for the stage to write into (it becomes the output's cache entry once published)."""
+        return self.cache.root.parent / "work" / f"{check_relative(relative)}.partial"
 
     def publish(self, work: Path, relative: str, meta: dict) -> Artifact:
         """Upload `work` under a fresh attempt prefix, then PUT the stamp; `work` becomes the cache entry."""

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from models.config import DataConfig, LaunchConfig, Recipe
 from models.records import Artifact
 from models.stages import stage
+from models.storage import StorageConfig
 from models.trl_knobs import coerce_knobs, resolved_knobs
 
 SPEC_FILE = "spec.json"  # the spec a stage ran with, kept beside its output
@@ -40,6 +41,7 @@ class StageSpec(BaseModel):
     mlflow_run_id: str | None = None
     launch: LaunchConfig = Field(default_factory=LaunchConfig)
     timeout_s: int = 6 * 3600
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="The store outputs live in.")
 
     @property
     def config(self):
@@ -100,6 +102,7 @@ def stage_spec(name: str, recipe: Recipe, inputs: dict[str, Artifact], **where: 
         inputs=inputs,
         launch=recipe.launch if declared.launch == "accelerate" else LaunchConfig(),
         timeout_s=recipe.stage_timeout_s,
+        storage=recipe.storage.effective(),
         **where,
     )
 
@@ -111,7 +114,7 @@ def scratch_dir(out: Path) -> Path:
 
 
 def stage_output(pipeline_name: str, spec: StageSpec) -> str:
-    """Where a stage's output is published: `<artifacts>/<pipeline>/<stage>/<spec key>`."""
-    from models.storage import artifacts_root
+    """Where a stage's output is published: `<store>/<pipeline>/<stage>/<spec key>` in the spec's store."""
+    from models.storage import artifact_store
 
-    return str(artifacts_root() / pipeline_name / spec.stage / spec.key())
+    return artifact_store(spec.storage).uri_for(f"{pipeline_name}/{spec.stage}/{spec.key()}")

@@ -161,3 +161,28 @@ def mlflow_env(cfg: StorageConfig | None) -> dict[str, str]:
     AWS chain). Empty for a local store or AWS itself."""
     cfg = (cfg or StorageConfig()).effective()
     return {"MLFLOW_S3_ENDPOINT_URL": cfg.endpoint_url} if cfg.is_s3 and cfg.endpoint_url else {}
+
+
+def output_store(output: str, cfg: StorageConfig | None) -> tuple[ArtifactStore, str]:
+    """(store, relative name) of a stage output URI: an s3:// output lives in the S3 store `cfg` selects; a local
+    output folder in a local store rooted at its parent (so a spec written by hand may name any folder)."""
+    if output.startswith("s3://"):
+        store = artifact_store(cfg)
+        root = store.root_uri.rstrip("/") + "/"
+        if not output.startswith(root):
+            raise StorageError(f"output {output} is outside the store {store.root_uri}; set storage.uri to its bucket")
+        return store, output.removeprefix(root)
+    from models.stores import LocalStore
+
+    path = Path(output.removeprefix("file://")).resolve()
+    return LocalStore(path.parent), path.name
+
+
+def prepared_store(cfg: StorageConfig | None) -> ArtifactStore:
+    """The store, checked (one-line StorageError for a missing bucket, refused credentials, an unreachable endpoint
+    or an unwritable folder) and with the environment MLflow's S3 artifact repository needs set; call it before
+    any work starts."""
+    store = artifact_store(cfg)
+    store.check()
+    os.environ.update(mlflow_env(cfg))
+    return store

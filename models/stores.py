@@ -20,10 +20,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from models.records import STAMP, Artifact
+from models.records import META_FILES, STAMP, Artifact
 from models.storage import StorageError
 
-UNFINGERPRINTED = (STAMP, "build_info.json")  # as models.records.fingerprint_dir
+UNFINGERPRINTED = META_FILES - {STAMP}  # as models.records.fingerprint_dir
 PUSHED = "_pushed.json"  # the manifest of a work-area folder (push_dir), written after its files
 log = logging.getLogger(__name__)
 
@@ -115,8 +115,16 @@ class ArtifactStore:
     def check(self) -> None:
         raise NotImplementedError
 
-    def work_dir(self, relative: str) -> Path:
+    def work_path(self, relative: str) -> Path:
+        """The local folder a stage writes `relative` into before it is published."""
         raise NotImplementedError
+
+    def work_dir(self, relative: str) -> Path:
+        """A fresh work folder (work_path); a stale one from a killed attempt is removed."""
+        work = self.work_path(relative)
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        return work
 
     def publish(self, work: Path, relative: str, meta: dict) -> Artifact:
         raise NotImplementedError
@@ -217,12 +225,9 @@ class LocalStore(ArtifactStore):
                 "permissions or set storage.uri / R1_STORAGE_URI"
             ) from None
 
-    def work_dir(self, relative: str) -> Path:
-        """A fresh `<out>.partial` folder beside the output; a stale one from a killed attempt is removed."""
-        work = Path(self.uri_for(relative) + ".partial")
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        return work
+    def work_path(self, relative: str) -> Path:
+        """`<out>.partial` beside the output: one rename publishes it."""
+        return Path(self.uri_for(relative) + ".partial")
 
     def publish(self, work: Path, relative: str, meta: dict) -> Artifact:
         """Stamp `work` (checksums of every file) and move it into place in one rename."""

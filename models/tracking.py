@@ -10,7 +10,7 @@ from typing import Any
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from models.storage import mlflow_artifact_root, state_dir, tracking_uri
+from models.storage import StorageConfig, mlflow_artifact_location, state_dir, tracking_uri
 
 PACKAGES = (
     "torch",
@@ -32,15 +32,17 @@ def client() -> MlflowClient:
     return MlflowClient()
 
 
-def ensure_experiment(name: str) -> str:
-    """Experiment id of `name`, created with an explicit artifact location when the store is a local database."""
+def ensure_experiment(name: str, storage: StorageConfig | None = None) -> str:
+    """Experiment id of `name`, created with an explicit artifact location when tracking is a local database (the
+    state folder's mlartifacts) or the artifact store is S3 (s3://bucket/prefix/mlflow/<name>)."""
     mlflow_client = client()
     found = mlflow_client.get_experiment_by_name(name)
     if found:
         return found.experiment_id
+    storage = (storage or StorageConfig()).effective()
     location = None
-    if tracking_uri().startswith("sqlite:"):
-        location = (mlflow_artifact_root() / name).as_uri()
+    if tracking_uri().startswith("sqlite:") or storage.is_s3:
+        location = mlflow_artifact_location(storage, name)
     return mlflow_client.create_experiment(name, artifact_location=location)
 
 

@@ -20,8 +20,9 @@ from pathlib import Path
 
 from models.config import PROJECT_ROOT, LaunchConfig
 from models.lifetime import die_with_parent
-from models.records import Artifact, read_record
+from models.records import Artifact
 from models.stage_io import StageSpec
+from models.storage import output_store
 
 QUIET_ENV = {"TQDM_DISABLE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
 # NVLink multicast (NVLS) stays off in every launched process: NCCL, torch symmetric memory and NVSHMEM.
@@ -110,7 +111,7 @@ def launch(spec: StageSpec, log_line, timeout_s: float) -> tuple[Artifact, list[
             else f"exited with status {proc.returncode}"
         )
         raise StageFailed(f"{spec.stage} {why}; last output:\n" + "\n".join(output[-20:]))
-    record = read_record(spec.output)
+    record = output_store(spec.output, spec.storage)[0].read_record(spec.output)
     if record is None:
         raise StageFailed(f"{spec.stage} exited 0 but published no stamped output at {spec.output}")
     return record, output

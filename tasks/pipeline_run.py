@@ -12,7 +12,8 @@ from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict
 
 from models.config import Recipe
-from models.records import Artifact, local_path, read_record
+from models.records import Artifact
+from models.storage import StorageConfig, artifact_store
 from models.tracking import client, ensure_experiment, package_versions, start_child_run
 
 
@@ -24,10 +25,15 @@ class PipelineRun(BaseModel):
     experiment_id: str
     parent_run_id: str
     flow_run_name: str
+    storage: StorageConfig = StorageConfig()
+
+    def store(self):
+        """The artifact store of this pipeline run's outputs."""
+        return artifact_store(self.storage)
 
 
 def open_pipeline_run(recipe: Recipe, flow_run_name: str, flow_run_id: str) -> PipelineRun:
-    experiment_id = ensure_experiment(recipe.name)
+    experiment_id = ensure_experiment(recipe.name, recipe.storage)
     run = client().create_run(
         experiment_id,
         run_name=f"pipeline-{flow_run_name}",
@@ -38,16 +44,22 @@ def open_pipeline_run(recipe: Recipe, flow_run_name: str, flow_run_id: str) -> P
     mlflow_client.log_dict(run_id, recipe.model_dump(), "recipe/resolved_recipe.json")
     mlflow_client.log_dict(run_id, package_versions(), "environment/package_versions.json")
     mlflow_client.log_param(run_id, "recipe", json.dumps(recipe.model_dump())[:6000])
-    return PipelineRun(name=recipe.name, experiment_id=experiment_id, parent_run_id=run_id, flow_run_name=flow_run_name)
+    return PipelineRun(
+        name=recipe.name,
+        experiment_id=experiment_id,
+        parent_run_id=run_id,
+        flow_run_name=flow_run_name,
+        storage=recipe.storage.effective(),
+    )
 
 
 def close_pipeline_run(pipeline: PipelineRun, status: str) -> None:
     client().set_terminated(pipeline.parent_run_id, status)
 
 
-def is_live(record: Artifact) -> bool:
+def is_live(record: Artifact, pipeline: PipelineRun) -> bool:
     """A cached record is usable only while its stamped output folder and its MLflow run both exist."""
-    if read_record(record.uri) is None:
+    if not pipeline.store().is_live(record):
         return False
     try:
         client().get_run(record.mlflow_run_id)
@@ -75,12 +87,12 @@ def link_if_cached(pipeline: PipelineRun, stage: str, record: Artifact) -> str:
     return run_id
 
 
-def log_evaluation(run_id: str, evaluation: Artifact) -> None:
+def log_evaluation(run_id: str, evaluation: Artifact, pipeline: PipelineRun) -> None:
     """An evaluation made (or cached) for another run, copied into `run_id`: this tree then shows this pipeline's
     figures, also when only `evaluation.*` changed."""
     if evaluation.mlflow_run_id == run_id:
         return
-    metrics = json.loads((local_path(evaluation.uri) / "metrics.json").read_text())
+    metrics = json.loads((pipeline.store().local_copy(evaluation) / "metrics.json").read_text())
     mlflow_client = client()
     for key, value in metrics.items():
         mlflow_client.log_metric(run_id, key, value)
@@ -94,12 +106,13 @@ def record_output(pipeline: PipelineRun, name: str, record: Artifact) -> None:
     client().set_tag(pipeline.parent_run_id, f"record.{name}", record.uri)
 
 
-def recorded_output(parent_run_id: str, name: str) -> Artifact:
+def recorded_output(pipeline: PipelineRun, name: str) -> Artifact:
     """The record of stage `name` that pipeline run `parent_run_id` made or used; one line if there is none."""
-    uri = client().get_run(parent_run_id).data.tags.get(f"record.{name}")
-    record = read_record(uri) if uri else None
+    uri = client().get_run(pipeline.parent_run_id).data.tags.get(f"record.{name}")
+    record = pipeline.store().read_record(uri) if uri else None
     if record is None:
         raise ValueError(
-            f"pipeline run {parent_run_id} has no finished {name} output; run the pipeline (or that stage) first"
+            f"pipeline run {pipeline.parent_run_id} has no finished {name} output; run the pipeline (or that stage) "
+            "first"
         )
     return record

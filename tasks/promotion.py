@@ -9,15 +9,15 @@ from prefect import get_run_logger, task
 
 from models.config import Recipe
 from models.factory import model_record
-from models.records import Artifact, local_path
+from models.records import Artifact
 from models.tracking import client, registered_model_dir
 from tasks.pipeline_run import PipelineRun
 from tasks.stages import evaluate_in_tree
 
 
-def evaluation_summary(evaluation: Artifact) -> tuple[str, float]:
+def evaluation_summary(evaluation: Artifact, pipeline: PipelineRun) -> tuple[str, float]:
     """(evaluation set id, pass@1) of a finished evaluation."""
-    folder = local_path(evaluation.uri)
+    folder = pipeline.store().local_copy(evaluation)
     metrics = json.loads((folder / "metrics.json").read_text())
     return json.loads((folder / "eval_set.json").read_text())["id"], metrics["eval/pass_at_1"]
 
@@ -29,7 +29,7 @@ def _champion_on(recipe: Recipe, version, eval_set: str, pipeline: PipelineRun) 
     folder = registered_model_dir(f"models:/{recipe.model.registered_name}/{version.version}")
     model = model_record(str(folder), "champion")
     evaluation, _ = evaluate_in_tree("champion", recipe, model, pipeline)
-    return evaluation_summary(evaluation)[1]
+    return evaluation_summary(evaluation, pipeline)[1]
 
 
 @task(retries=1)
@@ -37,7 +37,7 @@ def promote(recipe: Recipe, version: str, evaluation: Artifact, pipeline: Pipeli
     """Set `champion` on `version` if it beats the current champion; returns the decision, also logged as the
     parent run's `promotion` tag and the version's `promotion` tag."""
     mlflow_client, name = client(), recipe.model.registered_name
-    eval_set, score = evaluation_summary(evaluation)
+    eval_set, score = evaluation_summary(evaluation, pipeline)
     mlflow_client.set_model_version_tag(name, version, "eval_set", eval_set)
     mlflow_client.set_model_version_tag(name, version, "pass_at_1", f"{score:.6f}")
     try:

@@ -8,7 +8,8 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from models.config import Recipe
-from models.records import Artifact, local_path
+from models.records import Artifact
+from models.storage import artifact_store
 from models.tracking import client
 from tasks.pipeline_run import PipelineRun
 
@@ -33,10 +34,12 @@ def register_model(recipe: Recipe, final: Artifact, alias: str = "candidate") ->
     if same:
         version = same[0].version
     else:
-        mlflow_client.log_artifacts(final.mlflow_run_id, str(local_path(final.uri)), "model")
+        folder = artifact_store(recipe.storage).local_copy(final)
+        mlflow_client.log_artifacts(final.mlflow_run_id, str(folder), "model")
+        artifact_uri = mlflow_client.get_run(final.mlflow_run_id).info.artifact_uri  # s3://... with an S3 store
         version = mlflow_client.create_model_version(
             name,
-            source=f"runs:/{final.mlflow_run_id}/model",
+            source=f"{artifact_uri}/model",
             run_id=final.mlflow_run_id,
             tags={"fingerprint": final.fingerprint, "stage": final.stage, "pipeline": recipe.name},
         ).version
@@ -45,8 +48,8 @@ def register_model(recipe: Recipe, final: Artifact, alias: str = "candidate") ->
     return version
 
 
-def _eval_metrics(evaluation: Artifact) -> dict[str, float]:
-    return json.loads((local_path(evaluation.uri) / "metrics.json").read_text())
+def _eval_metrics(evaluation: Artifact, pipeline: PipelineRun) -> dict[str, float]:
+    return json.loads((pipeline.store().local_copy(evaluation) / "metrics.json").read_text())
 
 
 def _interval(row: dict, key: str) -> str:
@@ -91,8 +94,8 @@ def _cost_table(rows: list[dict]) -> str:
     )
 
 
-def _alarms(model: Artifact | None) -> list[str]:
-    path = local_path(model.uri) / "alarms.json" if model else None
+def _alarms(model: Artifact | None, pipeline: PipelineRun) -> list[str]:
+    path = pipeline.store().local_copy(model) / "alarms.json" if model else None
     return sorted(json.loads(path.read_text())) if path and path.is_file() else []
 
 
@@ -104,9 +107,9 @@ def _stage_rows(pipeline: PipelineRun, evaluations, models, stage_runs, cached, 
         rows.append(
             {
                 "stage": stage,
-                **_eval_metrics(evaluation),
+                **_eval_metrics(evaluation, pipeline),
                 "cached": cached.get(stage, False),
-                "alarms": _alarms(models.get(stage)),
+                "alarms": _alarms(models.get(stage), pipeline),
                 "run_id": run_id,
                 "run_link": link,
             }
@@ -155,11 +158,11 @@ def summarize(
 
     rows = _stage_rows(pipeline, evaluations, models, stage_runs, cached, ui_base)
     overall = gain_metrics(
-        load_table(local_path(evaluations["final_rl"].uri)),
-        load_table(local_path(evaluations["cold_start_sft"].uri)),
+        load_table(pipeline.store().local_copy(evaluations["final_rl"])),
+        load_table(pipeline.store().local_copy(evaluations["cold_start_sft"])),
         recipe.seed,
     )
-    stats = json.loads((local_path(rejection.uri) / "stats.json").read_text())
+    stats = json.loads((pipeline.store().local_copy(rejection) / "stats.json").read_text())
     raised = sorted({f"{r['stage']}: {a}" for r in rows for a in r["alarms"]})
     costs = _costs(recipe, pipeline, stage_runs)
     markdown = (

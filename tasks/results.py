@@ -108,3 +108,10 @@ def result_storage(cfg: StorageConfig | None = None) -> str | Path:
     name = f"r1-results-{hashlib.sha256(where.encode()).hexdigest()[:12]}"
     block.save(name, overwrite=True, _sync=True)
     return f"{S3ResultStorage.get_block_type_slug()}/{name}"
+
+
+def with_result_storage(task, cfg: StorageConfig):
+    """`task` persisting its result in the artifact store's bucket when the store is S3; as it is otherwise
+    (Prefect's local result storage under PREFECT_HOME)."""
+    cfg = cfg.effective()
+    return task.with_options(result_storage=result_storage(cfg)) if cfg.is_s3 else task

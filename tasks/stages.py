@@ -12,7 +12,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 
 from models.config import Recipe
-from models.records import Artifact, read_record
+from models.records import Artifact
 from models.sources import source_record
 from models.stage_io import StageSpec, stage_output, stage_spec
 from models.stages import EVALUATE, SOURCES
@@ -20,6 +20,7 @@ from models.tracking import client, start_child_run
 from tasks.caching import task_cache_key
 from tasks.launch import launch
 from tasks.pipeline_run import PipelineRun, is_live, log_evaluation
+from tasks.results import with_result_storage
 
 
 def run_spec(spec: StageSpec, log_line) -> Artifact:
@@ -46,7 +47,7 @@ def run_stage(spec: StageSpec, pipeline: PipelineRun) -> Artifact:
     """Train (or sample, for rejection_sampling) one stage; cache invalidated by its spec's key. An output that an
     earlier attempt published under the same key (one whose flow was killed after the stage finished) is taken as
     it is."""
-    published = read_record(stage_output(pipeline.name, spec))
+    published = pipeline.store().read_record(stage_output(pipeline.name, spec))
     if published is not None:
         get_run_logger().info("%s: taking the output an earlier attempt published at %s", spec.stage, published.uri)
         return published
@@ -86,8 +87,9 @@ def evaluate_in_tree(name: str, recipe: Recipe, model: Artifact, pipeline: Pipel
     tags = {"stage": name, "pipeline": pipeline.name}
     run_id = start_child_run(pipeline.experiment_id, pipeline.parent_run_id, name, tags)
     spec = stage_spec("evaluate", recipe, evaluation_inputs(recipe, model), mlflow_run_id=run_id)
-    record = evaluation_of(name)(spec, pipeline)
-    if not is_live(record):
-        record = evaluation_of(name).with_options(refresh_cache=True)(spec, pipeline)
-    log_evaluation(run_id, record)
+    task = with_result_storage(evaluation_of(name), pipeline.storage)
+    record = task(spec, pipeline)
+    if not is_live(record, pipeline):
+        record = task.with_options(refresh_cache=True)(spec, pipeline)
+    log_evaluation(run_id, record, pipeline)
     return record, run_id
