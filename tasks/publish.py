@@ -94,9 +94,15 @@ def _cost_table(rows: list[dict]) -> str:
     )
 
 
-def _alarms(model: Artifact | None, pipeline: PipelineRun) -> list[str]:
-    path = pipeline.store().local_copy(model) / "alarms.json" if model else None
-    return sorted(json.loads(path.read_text())) if path and path.is_file() else []
+def _alarms(run_id: str) -> list[str]:
+    """The alarms the stage's training run raised (its `alarm/<name>` metrics; a link run's origin holds them):
+    read from MLflow, so that no model is downloaded for them."""
+    from models.alarms import ALARMS
+
+    mlflow_client = client()
+    run = mlflow_client.get_run(run_id)
+    metrics = mlflow_client.get_run(run.data.tags.get("origin_run_id", run_id)).data.metrics
+    return sorted(name for name in ALARMS if metrics.get(f"alarm/{name}") == 1.0)
 
 
 def _stage_rows(pipeline: PipelineRun, evaluations, models, stage_runs, cached, ui_base: str) -> list[dict]:
@@ -109,7 +115,7 @@ def _stage_rows(pipeline: PipelineRun, evaluations, models, stage_runs, cached, 
                 "stage": stage,
                 **_eval_metrics(evaluation, pipeline),
                 "cached": cached.get(stage, False),
-                "alarms": _alarms(models.get(stage), pipeline),
+                "alarms": _alarms(run_id) if stage in models else [],
                 "run_id": run_id,
                 "run_link": link,
             }

@@ -249,7 +249,8 @@ def test_registered_model_evaluates_on_its_own(first):
     assert "eval/per_prompt.json" in {a.path for a in artifacts}
 
 
-def test_one_stage_runs_alone_from_an_earlier_pipeline_run(reevaluated, capsys):
+def test_one_stage_runs_alone_from_an_earlier_pipeline_run(reevaluated, capsys, monkeypatch, state):
+    monkeypatch.setenv("PREFECT_HOME", str(state / "prefect"))  # what main() would set for good
     import json
     from pathlib import Path
 
@@ -278,9 +279,10 @@ def test_one_stage_runs_alone_from_an_earlier_pipeline_run(reevaluated, capsys):
     assert "already published" in capsys.readouterr().out
 
 
-def test_one_stage_from_an_unknown_run_says_so_in_one_line(state, capsys):
+def test_one_stage_from_an_unknown_run_says_so_in_one_line(state, capsys, monkeypatch):
     from flows.cli import main
 
+    monkeypatch.setenv("PREFECT_HOME", str(state / "prefect"))
     assert main(["stage", "final_rl", "--from-run", "0123456789abcdef"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("stage error:") and len(err.splitlines()) == 1
