@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from models.records import Artifact
+    from models.resume import CheckpointHooks
     from models.stage_io import StageSpec
 
 RECORD_PREFIX = "R1_RECORD "
@@ -96,24 +97,31 @@ def _untracked():
             mlflow.end_run()
 
 
-def run(spec: StageSpec) -> Artifact | None:
-    """Run the stage and publish its output; returns the record on the main rank, None on the others."""
+def run(spec: StageSpec, hooks: CheckpointHooks | None = None) -> Artifact | None:
+    """Run the stage and publish its output; returns the record on the main rank, None on the others. A training
+    stage resumes from the last complete checkpoint in its work area; `hooks` connect its checkpoints to a store."""
     from models.records import local_path, partial_dir, publish
+    from models.resume import NO_HOOKS, continued_series, record_attempt
     from models.stage_io import OUTPUT_KIND, scratch_dir, stage_config
     from models.tracking import log_params, package_versions
+    from models.trl_knobs import STAGE_TRAINER
 
     state = _distributed(spec.recipe.stage_timeout_s)
     main = state is None or state.is_main_process
     final = local_path(spec.output)
+    training = spec.stage in STAGE_TRAINER
     if main:
         work = partial_dir(final)
+        if training:
+            record_attempt(scratch_dir(final), spec.mlflow_run_id)
         if state is not None:
             log.info("%s: world_size=%d (%s backend)", spec.stage, state.num_processes, state.backend)
     else:
         work = final.with_name(final.name + ".partial")  # partial_dir's folder, made by the main rank
     _wait_for_everyone(state)  # the work folder exists for every rank
     try:
-        with _tracked(spec) if main else _untracked() as run_:
+        tracked = _tracked(spec) if main else _untracked()
+        with tracked as run_, continued_series(spec.mlflow_run_id if run_ and training else None):
             if run_ and spec.stage != "evaluate":
                 import mlflow
 
@@ -121,7 +129,7 @@ def run(spec: StageSpec) -> Artifact | None:
                 mlflow.log_dict(spec.recipe.model_dump(), "recipe/resolved_recipe.json")
                 mlflow.log_dict(package_versions(), "environment/package_versions.json")
             started = time.monotonic()
-            _runner(spec.stage)(spec, work)
+            _runner(spec.stage)(spec, work, **({"hooks": hooks or NO_HOOKS} if training else {}))
             if run_:
                 import mlflow
 

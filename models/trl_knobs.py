@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from models.resume import CHECKPOINT_KNOBS, checkpoint_problem
+
 OWNED_BY_PIPELINE = {"output_dir", "report_to", "run_name", "logging_dir", "push_to_hub", "hub_model_id"}
 
 SFT_DEFAULTS: dict[str, Any] = {
@@ -24,7 +26,6 @@ SFT_DEFAULTS: dict[str, Any] = {
     "max_length": 128,
     "logging_steps": 5,
     "activation_checkpointing": False,
-    "save_strategy": "no",
 }
 GRPO_DEFAULTS: dict[str, Any] = {
     "learning_rate": 1e-4,
@@ -39,7 +40,6 @@ GRPO_DEFAULTS: dict[str, Any] = {
     "scale_rewards": "group",
     "logging_steps": 5,
     "activation_checkpointing": False,
-    "save_strategy": "no",
     "log_completions": False,
 }
 STAGE_TRAINER = {
@@ -80,6 +80,8 @@ def coerce_knobs(stage: str, knobs: dict[str, Any]) -> dict[str, Any]:
         where = f"{stage}.trl.{key}"
         if key == "reward_weights":
             raise ValueError(f"{where}: set reward weights in {stage}.rewards (name: weight) instead")
+        if key in CHECKPOINT_KNOBS:
+            raise ValueError(f"{where}: set by {stage}.checkpoint_every (steps between checkpoints; 0: none) instead")
         if key in OWNED_BY_PIPELINE:
             raise ValueError(f"{where}: set by the pipeline, remove it from the recipe")
         if key not in fields:
@@ -113,5 +115,8 @@ def check_knobs(recipe: Any) -> None:
     server mode, where vLLM is installed) must name a mode TRL has."""
     for stage in STAGE_TRAINER:
         knobs = coerce_knobs(stage, resolved_knobs(stage, getattr(recipe, stage).trl))
+        problem = checkpoint_problem(getattr(recipe, stage).checkpoint_every, knobs, stage)
+        if problem:
+            raise ValueError(problem)
         if knobs.get("use_vllm") and knobs.get("vllm_mode", "colocate") not in VLLM_MODES:
             raise ValueError(f"{stage}.trl.vllm_mode: '{knobs['vllm_mode']}' is not one of {', '.join(VLLM_MODES)}")

@@ -1,0 +1,316 @@
+"""A training stage killed with SIGKILL resumes on the next run from its last complete checkpoint and ends where an
+uninterrupted run of the same seed ends: the same weights (torch.equal: training on the CPU is deterministic), the
+same losses, rewards and alarms step by step, in the same MLflow run, continued, FINISHED, no step logged twice.
+
+Each stage runs as `python -m models.run_stage spec.json` in its own process: uninterrupted; killed right after a
+checkpoint completed (for cold_start_sft the one at the end of epoch 1 of 2, for reasoning_rl the one at the end of
+its first pass over the prompts); killed between two checkpoints, after it logged steps past the last one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from models.config import PROJECT_ROOT
+from models.factory import model_record
+from models.recipe import load_recipe
+from models.records import Artifact, local_path
+from models.resume import (
+    COMPLETE,
+    RUN_FILE,
+    CheckpointCallback,
+    continue_stage_run,
+    continued_series,
+    resume_point,
+)
+from models.stage_io import StageSpec, scratch_dir
+
+SFT = [  # 64 rows, 8 a step: 8 steps an epoch, 2 epochs; a checkpoint every 4 steps
+    "data.cold_start_size=64",
+    "cold_start_sft.trl.per_device_train_batch_size=8",
+    "cold_start_sft.trl.logging_steps=1",
+    "cold_start_sft.checkpoint_every=4",
+]
+GRPO = [  # 8 prompts, 2 a step (16 completions, 8 per prompt): 4 steps a pass, 8 steps; a checkpoint every 2 steps
+    "data.rl_pool_size=8",
+    "data.validation_size=8",
+    "reasoning_rl.trl.max_steps=8",
+    "reasoning_rl.trl.num_generations=8",
+    "reasoning_rl.trl.per_device_train_batch_size=16",
+    "reasoning_rl.trl.logging_steps=1",
+    "reasoning_rl.checkpoint_every=2",
+    "reasoning_rl.alarms.check_every=2",
+    "reasoning_rl.alarms.check_samples=1",
+    "reasoning_rl.alarms.window=2",
+    "reasoning_rl.alarms.max_zero_std_fraction=0.0",  # raised once two logs in a row have an all-equal group
+]
+ATTEMPTS = ("uninterrupted", "at_checkpoint", "between_checkpoints")
+
+
+class Stage:
+    """One stage run as a process (killed and run again where asked), logging into its own MLflow run."""
+
+    def __init__(self, root: Path, stage: str, recipe, inputs: dict[str, Artifact], attempt: str):
+        from models.tracking import client, ensure_experiment
+
+        self.client = client()
+        self.run_id = self.client.create_run(ensure_experiment("resume"), run_name=stage).info.run_id
+        self.output = root / stage / attempt
+        self.spec = root / f"{stage}-{attempt}.json"
+        spec = StageSpec(stage=stage, recipe=recipe, inputs=inputs, output=str(self.output), mlflow_run_id=self.run_id)
+        self.spec.write_text(spec.model_dump_json())
+        self.logs: list[str] = []
+
+    def start(self) -> subprocess.Popen:
+        log = self.spec.with_suffix(f".{len(self.logs)}.log")
+        self.logs.append(str(log))
+        command = [sys.executable, "-m", "models.run_stage", str(self.spec)]
+        env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+        return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=PROJECT_ROOT)
+
+    def finish(self, proc: subprocess.Popen) -> Artifact:
+        assert proc.wait(timeout=300) == 0, Path(self.logs[-1]).read_text()[-3000:]
+        last = Path(self.logs[-1]).read_text().splitlines()[-1]
+        return Artifact.model_validate_json(last.removeprefix("R1_RECORD "))
+
+    def kill_when(self, ready, timeout_s: float = 300) -> None:
+        """SIGKILL the stage process as soon as `ready()` holds (polled every millisecond)."""
+        proc, started = self.start(), time.monotonic()
+        while not ready():
+            assert proc.poll() is None, f"the stage ended before the kill: {Path(self.logs[-1]).read_text()[-2000:]}"
+            assert time.monotonic() - started < timeout_s
+            time.sleep(0.001)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    def complete(self, step: int) -> bool:
+        return (scratch_dir(self.output) / f"checkpoint-{step}" / COMPLETE).is_file()
+
+    def logged_past(self, key: str, step: int) -> bool:
+        return any(m.step > step for m in self.client.get_metric_history(self.run_id, key))
+
+    def series(self, key: str) -> list[tuple[int, float]]:
+        return sorted((m.step, m.value) for m in self.client.get_metric_history(self.run_id, key))
+
+
+def _attempts(root: Path, stage: str, recipe, inputs, boundary: int, before: int, key: str) -> dict:
+    """{attempt: (Stage, record)}: uninterrupted; killed once `boundary` is complete; killed once `before` is
+    complete and `key` was logged past it (between `before` and the next checkpoint); the killed ones run again."""
+    done = {}
+    for attempt in ATTEMPTS:
+        run = Stage(root, stage, recipe, inputs, attempt)
+        if attempt == "at_checkpoint":
+            run.kill_when(lambda run=run: run.complete(boundary))
+        elif attempt == "between_checkpoints":
+            run.kill_when(lambda run=run: run.complete(before) and run.logged_past(key, before))
+        if attempt != "uninterrupted":
+            assert run.client.get_run(run.run_id).info.status == "RUNNING"  # what a kill -9 leaves
+        done[attempt] = (run, run.finish(run.start()))
+    return done
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("R1_STATE_DIR", str(root / "state"))
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        yield root
+
+
+@pytest.fixture(scope="module")
+def sft(env):
+    recipe = load_recipe(None, SFT)
+    base = model_record(recipe.model.base, "base_model")
+    return _attempts(env, "cold_start_sft", recipe, {"base": base}, boundary=8, before=4, key="loss")
+
+
+@pytest.fixture(scope="module")
+def grpo(env, sft):
+    recipe = load_recipe(None, GRPO)
+    start = sft["uninterrupted"][1]  # a cold-started policy: rewards vary within groups
+    return _attempts(env, "reasoning_rl", recipe, {"model": start}, boundary=4, before=2, key="reward")
+
+
+def _resumed_from(run: Stage) -> str:
+    text = Path(run.logs[-1]).read_text()
+    return text.split("resuming from ", 1)[1].split()[0] if "resuming from " in text else ""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("attempt", "checkpoint"), [("at_checkpoint", 8), ("between_checkpoints", 4)])
+def test_sft_resumes_to_the_uninterrupted_weights(sft, attempt, checkpoint, weights_of):
+    """checkpoint-8 ends epoch 1 of 2: the resumed run must still train epoch 2 (verl#7401 skipped it)."""
+    import torch
+
+    run, record = sft[attempt]
+    assert _resumed_from(run).endswith(f"checkpoint-{checkpoint}")
+    expected, got = weights_of(sft["uninterrupted"][1].uri), weights_of(record.uri)
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("attempt", "checkpoint"), [("at_checkpoint", 4), ("between_checkpoints", 2)])
+def test_grpo_resumes_to_the_uninterrupted_weights(grpo, attempt, checkpoint, weights_of):
+    """checkpoint-4 ends the first pass over the 8 prompts: the second pass must draw the same prompt order."""
+    import torch
+
+    run, record = grpo[attempt]
+    assert _resumed_from(run).endswith(f"checkpoint-{checkpoint}")
+    expected, got = weights_of(grpo["uninterrupted"][1].uri), weights_of(record.uri)
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+SERIES = [
+    ("sft", "loss", 16),
+    ("sft", "mean_token_accuracy", 16),
+    ("sft", "num_tokens", 16),
+    ("sft", "learning_rate", 16),
+    ("grpo", "loss", 8),
+    ("grpo", "reward", 8),
+    ("grpo", "rewards/accuracy_reward/mean", 8),
+    ("grpo", "frac_reward_zero_std", 8),
+    ("grpo", "heldout_check/pass_at_1", 5),  # steps 0, 2, 4, 6, 8
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("stage", "key", "points"), SERIES)
+@pytest.mark.parametrize("attempt", ["at_checkpoint", "between_checkpoints"])
+def test_resumed_series_continue_the_same_run_step_by_step(request, stage, key, points, attempt):
+    """One value per step, in the killed attempt's run, equal to the uninterrupted run's values."""
+    runs = request.getfixturevalue(stage)
+    expected = runs["uninterrupted"][0].series(key)
+    got = runs[attempt][0].series(key)
+    assert len(expected) == points
+    assert len({step for step, _ in got}) == len(got)
+    assert got == expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["sft", "grpo"])
+@pytest.mark.parametrize("attempt", ["at_checkpoint", "between_checkpoints"])
+def test_the_killed_attempts_run_is_continued_and_finished(request, stage, attempt):
+    runs = request.getfixturevalue(stage)
+    run, record = runs[attempt]
+    assert record.mlflow_run_id == run.run_id
+    assert run.client.get_run(run.run_id).info.status == "FINISHED"
+    assert not scratch_dir(run.output).exists()  # the work area goes once the stage succeeded
+
+
+@pytest.mark.slow
+def test_between_checkpoints_the_killed_attempt_had_logged_past_its_last_checkpoint(sft, grpo):
+    """What makes the between case: steps after the checkpoint were logged once already and are not logged again."""
+    for runs, key, checkpoint in ((sft, "loss", 4), (grpo, "reward", 2)):
+        steps = [step for step, _ in runs["between_checkpoints"][0].series(key)]
+        assert steps == sorted(set(steps)) and max(steps) > checkpoint
+
+
+@pytest.mark.slow
+def test_alarm_state_survives_the_kill(grpo):
+    expected = json.loads((local_path(grpo["uninterrupted"][1].uri) / "alarms.json").read_text())
+    assert expected  # the test's threshold makes zero_variance_groups fire
+    for attempt in ("at_checkpoint", "between_checkpoints"):
+        assert json.loads((local_path(grpo[attempt][1].uri) / "alarms.json").read_text()) == expected
+
+
+# Units: what a kill during a save leaves, the hook, the metric filter and the task's MLflow run
+
+
+def _checkpoint(work: Path, step: int, complete: bool) -> Path:
+    folder = work / f"checkpoint-{step}"
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_text("x")
+    if complete:
+        (folder / COMPLETE).write_text("{}")
+        (folder / "pipeline_state.json").write_text(json.dumps({"mlflow_run_id": "run-a", "state": {}}))
+    return folder
+
+
+def test_a_checkpoint_cut_short_by_a_kill_is_dropped(tmp_path):
+    _checkpoint(tmp_path, 4, complete=True)
+    _checkpoint(tmp_path, 8, complete=False)
+    pulled = []
+    assert resume_point(tmp_path, SimpleNamespace(pull=pulled.append)) == tmp_path / "checkpoint-4"
+    assert pulled == [tmp_path]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-4"]
+
+
+def test_no_checkpoint_means_a_fresh_start(tmp_path):
+    assert resume_point(tmp_path / "absent") is None
+
+
+def test_a_checkpoint_is_marked_complete_with_the_pipeline_state_then_handed_to_the_hook(tmp_path):
+    handed = []
+
+    class Counter:
+        def state_dict(self):
+            return {"n": 3}
+
+    def hook(folder: Path) -> None:
+        handed.append((folder, (folder / COMPLETE).is_file()))
+
+    (tmp_path / "checkpoint-6").mkdir()
+    callback = CheckpointCallback({"counter": Counter()}, hook)
+    callback.on_save(
+        SimpleNamespace(output_dir=str(tmp_path)), SimpleNamespace(global_step=6, is_world_process_zero=True), None
+    )
+    assert handed == [(tmp_path / "checkpoint-6", True)]
+    saved = json.loads((tmp_path / "checkpoint-6" / "pipeline_state.json").read_text())
+    assert saved == {"mlflow_run_id": None, "state": {"counter": {"n": 3}}}
+
+
+@pytest.fixture
+def mlflow_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    from models.tracking import client, ensure_experiment
+
+    experiment = ensure_experiment("units")
+    return client(), experiment, client().create_run(experiment, run_name="stage").info.run_id
+
+
+def test_continued_series_logs_only_steps_the_run_does_not_hold(mlflow_run):
+    import mlflow
+
+    mlflow_client, _, run_id = mlflow_run
+    for step in (1, 2, 3):
+        mlflow_client.log_metric(run_id, "loss", 10.0 + step, step=step)
+    mlflow_client.log_metric(run_id, "data/rows", 5.0)
+    with mlflow.start_run(run_id=run_id), continued_series(run_id):
+        mlflow.log_metrics({"loss": 0.0, "reward": 1.0}, step=3)
+        mlflow.log_metric("loss", 14.0, step=4)
+        mlflow.log_metric("data/rows", 5.0)
+    assert [(m.step, m.value) for m in mlflow_client.get_metric_history(run_id, "loss")] == [
+        (1, 11.0),
+        (2, 12.0),
+        (3, 13.0),
+        (4, 14.0),
+    ]
+    assert [m.step for m in mlflow_client.get_metric_history(run_id, "reward")] == [3]
+    assert len(mlflow_client.get_metric_history(run_id, "data/rows")) == 1
+
+
+def test_the_task_continues_the_checkpoints_run_under_the_new_parent(mlflow_run, tmp_path):
+    mlflow_client, experiment, run_id = mlflow_run
+    parent = mlflow_client.create_run(experiment, run_name="pipeline-2").info.run_id
+    folder = _checkpoint(tmp_path / "work", 4, complete=True)
+    (folder / "pipeline_state.json").write_text(json.dumps({"mlflow_run_id": run_id, "state": {}}))
+    assert continue_stage_run(tmp_path / "work", parent) == run_id
+    assert mlflow_client.get_run(run_id).data.tags["mlflow.parentRunId"] == parent
+
+
+def test_a_killed_attempt_without_a_checkpoint_is_closed_as_failed(mlflow_run, tmp_path):
+    mlflow_client, experiment, run_id = mlflow_run
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / RUN_FILE).write_text(json.dumps({"mlflow_run_id": run_id}))
+    assert continue_stage_run(work, "parent") is None
+    assert mlflow_client.get_run(run_id).info.status == "FAILED"
