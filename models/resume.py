@@ -157,6 +157,8 @@ class CheckpointCallback(TrainerCallback):
 
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         run = mlflow.active_run()
+        if run:  # every metric up to this step is stored before the checkpoint counts (TRL logs asynchronously)
+            mlflow.flush_async_logging()
         pipeline_state = {name: obj.state_dict() for name, obj in self.stateful.items()}
         _write_json(folder / PIPELINE_STATE, {"mlflow_run_id": run and run.info.run_id, "state": pipeline_state})
         _write_json(folder / COMPLETE, {"step": state.global_step})
@@ -249,31 +251,32 @@ def continue_stage_run(work_area: Path, parent_run_id: str) -> str | None:
     return None
 
 
-def logged_steps(run_id: str) -> dict[str, int]:
-    """Metric key -> the last step the run holds for it."""
+def logged_steps(run_id: str) -> dict[str, set[int]]:
+    """Metric key -> the steps the run holds for it."""
     from models.tracking import client
 
     mlflow_client = client()
     keys = mlflow_client.get_run(run_id).data.metrics
-    return {key: max(m.step for m in mlflow_client.get_metric_history(run_id, key)) for key in keys}
+    return {key: {m.step for m in mlflow_client.get_metric_history(run_id, key)} for key in keys}
 
 
 @contextlib.contextmanager
 def continued_series(run_id: str | None) -> Iterator[None]:
     """While active, mlflow.log_metric / log_metrics (TRL's MLflow callback and the pipeline's own calls) skip a
     metric at a step the run already holds (a metric without a step counts as step 0): a run continued after a kill
-    keeps the killed attempt's values up to its last logged step and gets the resumed attempt's after it."""
+    keeps the killed attempt's values and gets the resumed attempt's at the steps it lacks (those after the
+    checkpoint that the killed attempt did not reach, or whose asynchronous log the kill lost)."""
     import mlflow
 
-    last = logged_steps(run_id) if run_id else {}
-    if not last:
+    held = logged_steps(run_id) if run_id else {}
+    if not held:
         yield
         return
-    log.info("continuing MLflow run %s: %d series already logged", run_id, len(last))
+    log.info("continuing MLflow run %s: %d series already logged", run_id, len(held))
     log_metric, log_metrics = mlflow.log_metric, mlflow.log_metrics
 
     def new(key: str, step) -> bool:
-        return (step or 0) > last.get(key, -1)
+        return (step or 0) not in held.get(key, ())
 
     def one(key, value, step=None, **kwargs):
         return log_metric(key, value, step=step, **kwargs) if new(key, step) else None

@@ -12,7 +12,8 @@ from prefect import get_run_logger, task
 
 from models.config import STAGES, Recipe
 from models.records import Artifact
-from models.stage_io import StageSpec
+from models.resume import continue_stage_run
+from models.stage_io import StageSpec, scratch_dir
 from models.storage import artifacts_root
 from models.tracking import client, start_child_run
 from tasks.caching import stage_key, task_cache_key
@@ -20,10 +21,21 @@ from tasks.launch import launch
 from tasks.pipeline_run import PipelineRun
 
 
+def _output(stage: str, recipe: Recipe, inputs: dict[str, Artifact]):
+    return artifacts_root() / recipe.name / stage / stage_key(stage, recipe, inputs)
+
+
+def stage_run(stage: str, recipe: Recipe, inputs: dict[str, Artifact], pipeline: PipelineRun) -> str:
+    """The stage's MLflow run: the run of an earlier, killed attempt when it left a checkpoint to resume from
+    (moved under this pipeline's run), else a new nested run."""
+    resumed = continue_stage_run(scratch_dir(_output(stage, recipe, inputs)), pipeline.parent_run_id)
+    tags = {"stage": stage, "pipeline": recipe.name, "stage_key": stage_key(stage, recipe, inputs)}
+    return resumed or start_child_run(pipeline.experiment_id, pipeline.parent_run_id, stage, tags)
+
+
 def _run_in_process(stage: str, recipe: Recipe, inputs: dict[str, Artifact], run_id: str | None) -> Artifact:
     logger = get_run_logger()
-    key = stage_key(stage, recipe, inputs)
-    output = artifacts_root() / recipe.name / stage / key
+    output = _output(stage, recipe, inputs)
     spec = StageSpec(stage=stage, recipe=recipe, inputs=inputs, output=str(output), mlflow_run_id=run_id)
     mlflow_client = client()
     try:
@@ -39,14 +51,9 @@ def _run_in_process(stage: str, recipe: Recipe, inputs: dict[str, Artifact], run
 
 @task(cache_key_fn=task_cache_key, persist_result=True, retries=0, log_prints=True)
 def run_stage(stage: str, recipe: Recipe, inputs: dict[str, Artifact], pipeline: PipelineRun) -> Artifact:
-    """Train (or sample, for rejection_sampling) one stage; cache invalidated by its config, inputs or code."""
-    run_id = start_child_run(
-        pipeline.experiment_id,
-        pipeline.parent_run_id,
-        stage,
-        {"stage": stage, "pipeline": recipe.name, "stage_key": stage_key(stage, recipe, inputs)},
-    )
-    return _run_in_process(stage, recipe, inputs, run_id)
+    """Train (or sample, for rejection_sampling) one stage, resuming a killed attempt from its last checkpoint; cache
+    invalidated by its config, inputs or code."""
+    return _run_in_process(stage, recipe, inputs, stage_run(stage, recipe, inputs, pipeline))
 
 
 @task(cache_key_fn=task_cache_key, persist_result=True, retries=1, log_prints=True)
