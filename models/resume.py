@@ -132,25 +132,46 @@ def _write_json(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
-def resume_point(work_area: Path, hooks: CheckpointHooks = NO_HOOKS) -> Path | None:
-    """The last complete checkpoint in the work area (after `hooks.pull`), or None; incomplete folders (a kill
-    during a save) are removed so that the trainer's rotation never counts them."""
+def prepare_work_area(work_area: Path, hooks: CheckpointHooks = NO_HOOKS) -> None:
+    """`hooks.pull` (the store's latest checkpoint), then incomplete folders (a kill during a save) removed, so that
+    neither a resume nor the trainer's rotation counts them."""
     work_area.mkdir(parents=True, exist_ok=True)
     hooks.pull(work_area)
     for folder in checkpoints(work_area):
         if not (folder / COMPLETE).is_file():
             log.warning("removing incomplete checkpoint %s (killed during its save)", folder)
             shutil.rmtree(folder)
+
+
+def resume_point(work_area: Path, hooks: CheckpointHooks = NO_HOOKS) -> Path | None:
+    """The last complete checkpoint in the prepared work area, or None (one process)."""
+    prepare_work_area(work_area, hooks)
     return last_complete(work_area)
 
 
+def _barrier() -> None:
+    """Wait for every rank (several processes), or nothing."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 class CheckpointCallback(TrainerCallback):
-    """After the trainer saved a checkpoint: the pipeline's state into it, then the COMPLETE marker, then the hook."""
+    """After the trainer saved a checkpoint: the pipeline's state into it, then the COMPLETE marker, then the hook.
+    No checkpoint at the last step: the stage saves its output next, and transformers resumed from the last step
+    trains one step too many (when max_steps ends inside an epoch); a kill before the output is published resumes
+    from the checkpoint before."""
 
     def __init__(self, stateful: dict[str, Stateful], on_checkpoint: Callable[[Path], None] = _nothing):
         self.stateful, self.on_checkpoint = stateful, on_checkpoint
 
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps:
+            control.should_save = False
+
     def on_save(self, args, state, control, **kwargs):
+        _barrier()  # every rank has written its part (each its own RNG state)
         if not state.is_world_process_zero:
             return
         import mlflow
@@ -198,25 +219,46 @@ class RepeatSamplerFastForward(TrainerCallback):
             torch.randperm(sampler.num_samples, generator=sampler.generator)
 
 
+def _check_resumable(args) -> None:
+    """checkpoint_problem on the trainer's resolved arguments (steps_per_generation may come from
+    generation_batch_size), as a ValueError."""
+    names = (
+        "logging_steps",
+        "num_generations",
+        "gradient_accumulation_steps",
+        "steps_per_generation",
+        "num_iterations",
+    )
+    problem = checkpoint_problem(int(args.save_steps), {k: getattr(args, k) for k in names if hasattr(args, k)})
+    if problem:
+        raise ValueError(problem)
+
+
+def _checkpoint_to_resume(trainer, hooks: CheckpointHooks) -> Path | None:
+    """The main process prepares the work area; then every process finds the same last complete checkpoint."""
+    work_area = Path(trainer.args.output_dir)
+    if trainer.accelerator.is_main_process:
+        prepare_work_area(work_area, hooks)
+    _barrier()
+    return last_complete(work_area)
+
+
 def resumed_train(trainer, hooks: CheckpointHooks = NO_HOOKS, **stateful: Stateful):
     """trainer.train(), from the last complete checkpoint in its output folder when there is one; `stateful` objects
     are saved into every checkpoint and restored from the one resumed."""
-    args = trainer.args
-    if args.save_strategy != "no":
-        resolved = ("logging_steps", "num_generations", "gradient_accumulation_steps", "steps_per_generation")
-        knobs = {k: getattr(args, k) for k in (*resolved, "num_iterations") if hasattr(args, k)}
-        problem = checkpoint_problem(int(args.save_steps), knobs)
-        if problem:
-            raise ValueError(problem)
     trainer.add_callback(CheckpointCallback(stateful, hooks.on_checkpoint))
     trainer.add_callback(RepeatSamplerFastForward())
-    checkpoint = None if args.save_strategy == "no" else resume_point(Path(args.output_dir), hooks)
-    if checkpoint is not None:
-        log.info("resuming from %s", checkpoint)
-        saved = json.loads((checkpoint / PIPELINE_STATE).read_text())["state"]
-        for name, obj in stateful.items():
-            obj.load_state_dict(saved[name])
-    return trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if trainer.args.save_strategy == "no":
+        return trainer.train()
+    _check_resumable(trainer.args)
+    checkpoint = _checkpoint_to_resume(trainer, hooks)
+    if checkpoint is None:
+        return trainer.train()
+    log.info("resuming from %s", checkpoint)
+    saved = json.loads((checkpoint / PIPELINE_STATE).read_text())["state"]
+    for name, obj in stateful.items():
+        obj.load_state_dict(saved[name])
+    return trainer.train(resume_from_checkpoint=str(checkpoint))
 
 
 def record_attempt(work_area: Path, run_id: str | None) -> None:

@@ -267,6 +267,14 @@ def test_a_checkpoint_is_marked_complete_with_the_pipeline_state_then_handed_to_
     assert saved == {"mlflow_run_id": None, "state": {"counter": {"n": 3}}}
 
 
+@pytest.mark.parametrize(("step", "saves"), [(4, True), (8, False)])
+def test_no_checkpoint_at_the_last_step(step, saves):
+    """transformers resumed from the last step would train one more (max_steps inside an epoch); the output follows."""
+    control = SimpleNamespace(should_save=True)
+    CheckpointCallback({}).on_step_end(None, SimpleNamespace(global_step=step, max_steps=8), control)
+    assert control.should_save is saves
+
+
 @pytest.fixture
 def mlflow_run(env):
     """(client, experiment id, a new run id) in the module's MLflow database."""
