@@ -23,10 +23,12 @@ TWO_PROCESSES = [
     "data.rl_pool_size=32",
     "cold_start_sft.trl.per_device_train_batch_size=4",  # per process: 2 epochs x 200 rows / (2 x 4) = 50 steps
     "cold_start_sft.trl.logging_steps=1",
+    "cold_start_sft.checkpoint_every=20",  # checkpoints written by both ranks (each its own RNG state)
     "reasoning_rl.trl.max_steps=2",
     "reasoning_rl.trl.num_generations=8",
     "reasoning_rl.trl.per_device_train_batch_size=8",  # per process: 2 x 8 = 16 completions = 2 prompts x 8
     "reasoning_rl.trl.logging_steps=1",
+    "reasoning_rl.checkpoint_every=1",
     "reasoning_rl.alarms.check_every=0",
 ]
 
