@@ -69,11 +69,12 @@ class Stage:
         self.spec.write_text(spec.model_dump_json())
         self.logs: list[str] = []
 
-    def start(self) -> subprocess.Popen:
+    def start(self, launcher: tuple[str, ...] = ("-m", "models.run_stage"), **env: str) -> subprocess.Popen:
+        """The stage process (or, with `launcher`, a process that launches it), its output into the next log."""
         log = self.spec.with_suffix(f".{len(self.logs)}.log")
         self.logs.append(str(log))
-        command = [sys.executable, "-m", "models.run_stage", str(self.spec)]
-        env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", **env}
+        command = [sys.executable, *launcher, str(self.spec)]
         return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=PROJECT_ROOT)
 
     def finish(self, proc: subprocess.Popen) -> Artifact:
@@ -81,9 +82,9 @@ class Stage:
         last = Path(self.logs[-1]).read_text().splitlines()[-1]
         return Artifact.model_validate_json(last.removeprefix("R1_RECORD "))
 
-    def kill_when(self, ready, timeout_s: float = 300) -> None:
-        """SIGKILL the stage process as soon as `ready()` holds (polled every millisecond)."""
-        proc, started = self.start(), time.monotonic()
+    def kill_when(self, ready, proc: subprocess.Popen | None = None, timeout_s: float = 300) -> None:
+        """SIGKILL the stage process (or `proc`) as soon as `ready()` holds (polled every millisecond)."""
+        proc, started = proc or self.start(), time.monotonic()
         while not ready():
             assert proc.poll() is None, f"the stage ended before the kill: {Path(self.logs[-1]).read_text()[-2000:]}"
             assert time.monotonic() - started < timeout_s
@@ -145,6 +146,59 @@ def grpo(env, sft):
     recipe = load_recipe(None, GRPO)
     start = sft["uninterrupted"][1]  # a cold-started policy: rewards vary within groups
     return _attempts(env, "reasoning_rl", recipe, {"model": start}, boundary=4, every=2, key="reward")
+
+
+# a flow process: launches the stage as the Prefect task does (tasks/launch.py: its own session, output streamed)
+FLOW = (
+    "-c",
+    "import sys; from pathlib import Path; from models.stage_io import StageSpec; from tasks.launch import "
+    "launch; launch(StageSpec.model_validate_json(Path(sys.argv[1]).read_text()), print, 600)",
+)
+
+
+def _marked(marker: str) -> list[int]:
+    """Live processes that carry R1_TEST_MARKER=marker."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE and proc.environ().get("R1_TEST_MARKER") == marker:
+                found.append(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return found
+
+
+@pytest.fixture(scope="module")
+def sft_flow_killed(env, sft):
+    """cold_start_sft launched by a flow process, the flow killed with SIGKILL once checkpoint-4 is complete; then
+    the stage runs again. (Stage, processes of the killed flow still alive 5 s later, record)."""
+    recipe = load_recipe(None, SFT)
+    run = Stage(env, "cold_start_sft", recipe, {"base": model_record(recipe.model.base, "base_model")}, "flow_killed")
+    marker = f"r1-test-{env.name}-flow"
+    run.kill_when(lambda: run.complete(4), proc=run.start(FLOW, R1_TEST_MARKER=marker))
+    deadline = time.monotonic() + 5
+    while _marked(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    orphans = _marked(marker)
+    for pid in orphans:
+        os.kill(pid, signal.SIGKILL)
+    return run, orphans, run.finish(run.start())
+
+
+@pytest.mark.slow
+def test_a_flow_killed_mid_stage_takes_the_stage_with_it_and_the_next_run_resumes(sft, sft_flow_killed, weights_of):
+    """An orphaned stage would go on writing into the work area the next run resumes from."""
+    import torch
+
+    run, orphans, record = sft_flow_killed
+    assert orphans == []
+    assert _resumed_from(run).endswith("checkpoint-4")
+    expected, got = weights_of(sft["uninterrupted"][1].uri), weights_of(record.uri)
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    assert run.series("loss") == sft["uninterrupted"][0].series("loss")
+    assert run.client.get_run(run.run_id).info.status == "FINISHED"
 
 
 def _resumed_from(run: Stage) -> str:
