@@ -21,7 +21,7 @@ from models.evaluate import evaluate_model
 from models.factory import load_model, precision_knobs, resolve_source
 from models.generation import sample
 from models.records import local_path
-from models.resume import NO_HOOKS, CheckpointHooks, TrainerAttributes, resumed_train, trainer_args
+from models.resume import NO_HOOKS, CheckpointHooks, ReferencePolicy, TrainerAttributes, resumed_train, trainer_args
 from models.rewards import REWARDS, general_quality_reward
 from models.stage_io import StageSpec, scratch_dir
 from models.tracking import log_curve_png
@@ -142,7 +142,8 @@ def train_grpo(
     alarm_cfg = stage.alarms.model_copy(update={"check_every": 0}) if sharded else stage.alarms
     alarms = RewardHackingAlarms(alarm_cfg, validation_check(spec, tokenizer))
     trainer.add_callback(alarms)
-    result = resumed_train(trainer, hooks, alarms=alarms, counters=TrainerAttributes(trainer, "_step"))
+    counters = TrainerAttributes(trainer, "_step")
+    result = resumed_train(trainer, hooks, ReferencePolicy.of(trainer), alarms=alarms, counters=counters)
     trainer.save_model(str(out))
     if main:
         tokenizer.save_pretrained(str(out))

@@ -78,6 +78,36 @@ class TrainerAttributes:
             setattr(self.trainer, name, state[name])
 
 
+class ReferencePolicy:
+    """GRPO's reference policy where TRL moves it toward the policy (sync_ref_model): TRL's checkpoints do not hold
+    it, so it is saved beside them (one process or DDP; under DeepSpeed ZeRO-3 or FSDP its shards are not)."""
+
+    FILE = "ref_model.safetensors"
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    @staticmethod
+    def of(trainer) -> list[ReferencePolicy]:
+        """[ReferencePolicy(trainer)] where the reference policy changes during training and can be saved, else []."""
+        if getattr(trainer, "ref_model", None) is None or not getattr(trainer.args, "sync_ref_model", False):
+            return []
+        if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
+            log.warning("sync_ref_model under DeepSpeed/FSDP: a resumed run starts from the initial reference policy")
+            return []
+        return [ReferencePolicy(trainer)]
+
+    def save(self, folder: Path) -> None:
+        from safetensors.torch import save_model
+
+        save_model(self.trainer.accelerator.unwrap_model(self.trainer.ref_model), str(folder / self.FILE))
+
+    def load(self, folder: Path) -> None:
+        from safetensors.torch import load_model
+
+        load_model(self.trainer.accelerator.unwrap_model(self.trainer.ref_model), str(folder / self.FILE))
+
+
 def trainer_args(every: int) -> dict[str, Any]:
     """The TRL/transformers arguments that `checkpoint_every` stands for."""
     if every == 0:
@@ -163,8 +193,8 @@ class CheckpointCallback(TrainerCallback):
     trains one step too many (when max_steps ends inside an epoch); a kill before the output is published resumes
     from the checkpoint before."""
 
-    def __init__(self, stateful: dict[str, Stateful], on_checkpoint: Callable[[Path], None] = _nothing):
-        self.stateful, self.on_checkpoint = stateful, on_checkpoint
+    def __init__(self, stateful: dict[str, Stateful], on_checkpoint: Callable[[Path], None] = _nothing, files=()):
+        self.stateful, self.on_checkpoint, self.files = stateful, on_checkpoint, files
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step >= state.max_steps:
@@ -180,6 +210,8 @@ class CheckpointCallback(TrainerCallback):
         run = mlflow.active_run()
         if run:  # every metric up to this step is stored before the checkpoint counts (TRL logs asynchronously)
             mlflow.flush_async_logging()
+        for obj in self.files:
+            obj.save(folder)
         pipeline_state = {name: obj.state_dict() for name, obj in self.stateful.items()}
         _write_json(folder / PIPELINE_STATE, {"mlflow_run_id": run and run.info.run_id, "state": pipeline_state})
         _write_json(folder / COMPLETE, {"step": state.global_step})
@@ -195,8 +227,10 @@ def _repeat_sampler(obj, depth: int = 0):
     """TRL's RepeatSampler inside a (possibly accelerate-wrapped) data loader, or None."""
     from trl.trainer.utils import RepeatSampler
 
-    if isinstance(obj, RepeatSampler) or obj is None or depth > 4:
-        return obj if isinstance(obj, RepeatSampler) else None
+    if isinstance(obj, RepeatSampler):
+        return obj
+    if obj is None or depth > 4:
+        return None
     for name in ("sampler", "batch_sampler", "base_dataloader"):
         found = _repeat_sampler(getattr(obj, name, None), depth + 1)
         if found is not None:
@@ -243,10 +277,11 @@ def _checkpoint_to_resume(trainer, hooks: CheckpointHooks) -> Path | None:
     return last_complete(work_area)
 
 
-def resumed_train(trainer, hooks: CheckpointHooks = NO_HOOKS, **stateful: Stateful):
+def resumed_train(trainer, hooks: CheckpointHooks = NO_HOOKS, files=(), **stateful: Stateful):
     """trainer.train(), from the last complete checkpoint in its output folder when there is one; `stateful` objects
-    are saved into every checkpoint and restored from the one resumed."""
-    trainer.add_callback(CheckpointCallback(stateful, hooks.on_checkpoint))
+    (JSON state) and `files` (objects that save(folder) / load(folder)) go into every checkpoint and are restored
+    from the one resumed."""
+    trainer.add_callback(CheckpointCallback(stateful, hooks.on_checkpoint, files))
     trainer.add_callback(RepeatSamplerFastForward())
     if trainer.args.save_strategy == "no":
         return trainer.train()
@@ -258,6 +293,8 @@ def resumed_train(trainer, hooks: CheckpointHooks = NO_HOOKS, **stateful: Statef
     saved = json.loads((checkpoint / PIPELINE_STATE).read_text())["state"]
     for name, obj in stateful.items():
         obj.load_state_dict(saved[name])
+    for obj in files:
+        obj.load(checkpoint)
     return trainer.train(resume_from_checkpoint=str(checkpoint))
 
 

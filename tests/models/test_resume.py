@@ -51,6 +51,10 @@ GRPO = [  # 8 prompts, 2 a step (16 completions, 8 per prompt): 4 steps a pass, 
     "reasoning_rl.alarms.check_samples=1",
     "reasoning_rl.alarms.window=2",
     "reasoning_rl.alarms.max_zero_std_fraction=0.0",  # raised once two logs in a row have an all-equal group
+    "reasoning_rl.trl.beta=0.01",
+    "reasoning_rl.trl.sync_ref_model=true",  # the reference moves halfway to the policy at step 3 (before checkpoint 4)
+    "reasoning_rl.trl.ref_model_sync_steps=3",
+    "reasoning_rl.trl.ref_model_mixup_alpha=0.5",
 ]
 ATTEMPTS = ("uninterrupted", "at_checkpoint", "between_checkpoints")
 
@@ -239,6 +243,7 @@ SERIES = [
     ("grpo", "reward", 6),
     ("grpo", "rewards/accuracy_reward/mean", 6),
     ("grpo", "frac_reward_zero_std", 6),
+    ("grpo", "kl", 6),
     ("grpo", "heldout_check/pass_at_1", 4),  # steps 0, 2, 4, 6
 ]
 
