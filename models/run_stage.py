@@ -172,9 +172,13 @@ def _exit_with_parent() -> None:
 
 
 def main() -> None:
+    """`python -m models.run_stage spec.json` runs the stage; `python -m models.run_stage --exec <python args>` runs
+    python with those arguments (a launcher such as accelerate's), dying with its parent as the stage does."""
     from models.stage_io import StageSpec
 
     _exit_with_parent()
+    if sys.argv[1] == "--exec":
+        os.execv(sys.executable, [sys.executable, *sys.argv[2:]])  # the death signal is kept across exec
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(name)s: %(message)s")
     spec = StageSpec.model_validate_json(Path(sys.argv[1]).read_text())
     record = run(spec)

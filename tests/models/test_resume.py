@@ -11,18 +11,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from stage_process import FLOW, Stage, marked, resumed_from
 
-from models.config import PROJECT_ROOT
 from models.factory import model_record
 from models.recipe import load_recipe
-from models.records import Artifact, local_path
+from models.records import local_path
 from models.resume import (
     COMPLETE,
     RUN_FILE,
@@ -31,7 +29,7 @@ from models.resume import (
     continued_series,
     resume_point,
 )
-from models.stage_io import StageSpec, scratch_dir
+from models.stage_io import scratch_dir
 
 SFT = [  # 64 rows, 8 a step: 8 steps an epoch, 2 epochs; a checkpoint every 4 steps
     "data.cold_start_size=64",
@@ -57,56 +55,6 @@ GRPO = [  # 8 prompts, 2 a step (16 completions, 8 per prompt): 4 steps a pass, 
     "reasoning_rl.trl.ref_model_mixup_alpha=0.5",
 ]
 ATTEMPTS = ("uninterrupted", "at_checkpoint", "between_checkpoints")
-
-
-class Stage:
-    """One stage run as a process (killed and run again where asked), logging into its own MLflow run."""
-
-    def __init__(self, root: Path, stage: str, recipe, inputs: dict[str, Artifact], attempt: str):
-        from models.tracking import client, ensure_experiment
-
-        self.client = client()
-        self.run_id = self.client.create_run(ensure_experiment("resume"), run_name=stage).info.run_id
-        self.output = root / stage / attempt
-        self.spec = root / f"{stage}-{attempt}.json"
-        spec = StageSpec(stage=stage, recipe=recipe, inputs=inputs, output=str(self.output), mlflow_run_id=self.run_id)
-        self.spec.write_text(spec.model_dump_json())
-        self.logs: list[str] = []
-
-    def start(self, launcher: tuple[str, ...] = ("-m", "models.run_stage"), **env: str) -> subprocess.Popen:
-        """The stage process (or, with `launcher`, a process that launches it), its output into the next log."""
-        log = self.spec.with_suffix(f".{len(self.logs)}.log")
-        self.logs.append(str(log))
-        env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1", **env}
-        command = [sys.executable, *launcher, str(self.spec)]
-        return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=PROJECT_ROOT)
-
-    def finish(self, proc: subprocess.Popen) -> Artifact:
-        assert proc.wait(timeout=300) == 0, Path(self.logs[-1]).read_text()[-3000:]
-        last = Path(self.logs[-1]).read_text().splitlines()[-1]
-        return Artifact.model_validate_json(last.removeprefix("R1_RECORD "))
-
-    def kill_when(self, ready, proc: subprocess.Popen | None = None, timeout_s: float = 300) -> None:
-        """SIGKILL the stage process (or `proc`) as soon as `ready()` holds (polled every millisecond)."""
-        proc, started = proc or self.start(), time.monotonic()
-        while not ready():
-            assert proc.poll() is None, f"the stage ended before the kill: {Path(self.logs[-1]).read_text()[-2000:]}"
-            assert time.monotonic() - started < timeout_s
-            time.sleep(0.001)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-
-    def complete(self, step: int) -> bool:
-        return (scratch_dir(self.output) / f"checkpoint-{step}" / COMPLETE).is_file()
-
-    def logged_past(self, key: str, step: int) -> bool:
-        return any(m.step > step for m in self.client.get_metric_history(self.run_id, key))
-
-    def series(self, key: str) -> list[tuple[int, float]]:
-        return sorted((m.step, m.value) for m in self.client.get_metric_history(self.run_id, key))
-
-    def started(self, step: int) -> bool:
-        return (scratch_dir(self.output) / f"checkpoint-{step}").is_dir()
 
 
 def _attempts(root: Path, stage: str, recipe, inputs, boundary: int, every: int, key: str) -> dict:
@@ -152,28 +100,6 @@ def grpo(env, sft):
     return _attempts(env, "reasoning_rl", recipe, {"model": start}, boundary=4, every=2, key="reward")
 
 
-# a flow process: launches the stage as the Prefect task does (tasks/launch.py: its own session, output streamed)
-FLOW = (
-    "-c",
-    "import sys; from pathlib import Path; from models.stage_io import StageSpec; from tasks.launch import "
-    "launch; launch(StageSpec.model_validate_json(Path(sys.argv[1]).read_text()), print, 600)",
-)
-
-
-def _marked(marker: str) -> list[int]:
-    """Live processes that carry R1_TEST_MARKER=marker."""
-    import psutil
-
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.status() != psutil.STATUS_ZOMBIE and proc.environ().get("R1_TEST_MARKER") == marker:
-                found.append(proc.pid)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return found
-
-
 @pytest.fixture(scope="module")
 def sft_flow_killed(env, sft):
     """cold_start_sft launched by a flow process, the flow killed with SIGKILL once checkpoint-4 is complete; then
@@ -183,9 +109,9 @@ def sft_flow_killed(env, sft):
     marker = f"r1-test-{env.name}-flow"
     run.kill_when(lambda: run.complete(4), proc=run.start(FLOW, R1_TEST_MARKER=marker))
     deadline = time.monotonic() + 5
-    while _marked(marker) and time.monotonic() < deadline:
+    while marked(marker) and time.monotonic() < deadline:
         time.sleep(0.1)
-    orphans = _marked(marker)
+    orphans = marked(marker)
     for pid in orphans:
         os.kill(pid, signal.SIGKILL)
     return run, orphans, run.finish(run.start())
@@ -198,16 +124,11 @@ def test_a_flow_killed_mid_stage_takes_the_stage_with_it_and_the_next_run_resume
 
     run, orphans, record = sft_flow_killed
     assert orphans == []
-    assert _resumed_from(run).endswith("checkpoint-4")
+    assert resumed_from(run).endswith("checkpoint-4")
     expected, got = weights_of(sft["uninterrupted"][1].uri), weights_of(record.uri)
     assert all(torch.equal(expected[k], got[k]) for k in expected)
     assert run.series("loss") == sft["uninterrupted"][0].series("loss")
     assert run.client.get_run(run.run_id).info.status == "FINISHED"
-
-
-def _resumed_from(run: Stage) -> str:
-    text = Path(run.logs[-1]).read_text()
-    return text.split("resuming from ", 1)[1].split()[0] if "resuming from " in text else ""
 
 
 @pytest.mark.slow
@@ -217,7 +138,7 @@ def test_sft_resumes_to_the_uninterrupted_weights(sft, attempt, checkpoint, weig
     import torch
 
     run, record = sft[attempt]
-    assert _resumed_from(run).endswith(f"checkpoint-{checkpoint}")
+    assert resumed_from(run).endswith(f"checkpoint-{checkpoint}")
     expected, got = weights_of(sft["uninterrupted"][1].uri), weights_of(record.uri)
     assert all(torch.equal(expected[k], got[k]) for k in expected)
 
@@ -229,7 +150,7 @@ def test_grpo_resumes_to_the_uninterrupted_weights(grpo, attempt, checkpoint, we
     import torch
 
     run, record = grpo[attempt]
-    assert _resumed_from(run).endswith(f"checkpoint-{checkpoint}")
+    assert resumed_from(run).endswith(f"checkpoint-{checkpoint}")
     expected, got = weights_of(grpo["uninterrupted"][1].uri), weights_of(record.uri)
     assert all(torch.equal(expected[k], got[k]) for k in expected)
 
