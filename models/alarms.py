@@ -61,7 +61,7 @@ class RewardHackingAlarms(TrainerCallback):
             self._raise("all_truncated", state.global_step, "every completion was truncated")
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        if self.cfg.check_every and model is not None:
+        if self.cfg.check_every and model is not None and state.global_step == 0:  # resumed: the checks are restored
             self._check(model, state.global_step)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
@@ -84,6 +84,14 @@ class RewardHackingAlarms(TrainerCallback):
                 step,
                 f"held-out check {score:.3f} < first {self.checks[0]:.3f} while the reward rose",
             )
+
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps of the alarms (models/resume.py restores it on resume)."""
+        return {"rewards": self.rewards, "zero_std": self.zero_std, "checks": self.checks, "raised": self.raised}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rewards, self.zero_std = list(state["rewards"]), list(state["zero_std"])
+        self.checks, self.raised = list(state["checks"]), dict(state["raised"])
 
     def write(self, folder: Path) -> None:
         """alarms.json (alarm -> first step) beside the model; alarms that never fired are logged as 0."""

@@ -1,23 +1,20 @@
-"""Resume checkpoints that survive their worker: every TRL/transformers `checkpoint-N` folder is pushed to the
-artifact store's work area as soon as it is saved, and a stage that starts on an empty disk pulls the latest one
-back before training.
+"""Resume checkpoints that survive their worker: the stage's work area (`<output>.trainer/`) lives in the artifact
+store. Each complete `checkpoint-N` (models/resume.py marks it) is pushed there as soon as it is saved, the store
+keeps the trainer's rotation (the newest KEEP), and a stage that starts on an empty disk pulls the newest one back
+before training. With the local store the work area is the local folder itself: nothing is copied.
 
-    area = f"{output_relative}.trainer"                   # beside the stage output in the store
-    resume = restore_latest(store, area, scratch)           # None on a first run
-    trainer = GRPOTrainer(..., callbacks=[PushCheckpoints(store, area)])
-    trainer.train(resume_from_checkpoint=resume)
-
-The remote area mirrors the local rotation (save_total_limit): checkpoints deleted locally go remotely too.
+    hooks = store_hooks(store, f"{relative}.trainer", local_area)   # models.resume.CheckpointHooks
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from pathlib import Path
 
-from transformers import TrainerCallback
-
+from models.resume import COMPLETE, RUN_FILE, CheckpointHooks
+from models.storage import StorageError
 from models.stores import ArtifactStore
 
 CHECKPOINT = re.compile(r"checkpoint-(\d+)")
@@ -30,31 +27,42 @@ def _steps(names) -> list[str]:
     return sorted(found, key=lambda name: int(CHECKPOINT.fullmatch(name).group(1)))
 
 
-class PushCheckpoints(TrainerCallback):
-    """After each save, the main process pushes the new checkpoint folder to `area` and drops remote ones the
-    trainer has rotated away."""
-
-    def __init__(self, store: ArtifactStore, area: str):
-        self.store, self.area = store, area
-
-    def on_save(self, args, state, control, **kwargs):
-        if not state.is_world_process_zero:
-            return
-        output = Path(args.output_dir)
-        folder = output / f"checkpoint-{state.global_step}"
-        if folder.is_dir():
-            self.store.push_dir(folder, f"{self.area}/{folder.name}")
-        local = set(_steps(p.name for p in output.iterdir() if p.is_dir()))
-        for name in set(self.store.list_dirs(self.area)) - local:
-            self.store.remove(f"{self.area}/{name}")
+def push_checkpoint(store: ArtifactStore, area: str, folder: Path) -> None:
+    """Push one complete checkpoint folder, then drop the store's checkpoints the local rotation removed."""
+    store.push_dir(folder, f"{area}/{folder.name}")
+    local = set(_steps(p.name for p in folder.parent.iterdir() if p.is_dir()))
+    for name in set(store.list_dirs(area)) - local:
+        store.remove(f"{area}/{name}")
 
 
-def restore_latest(store: ArtifactStore, area: str, scratch: Path) -> str | None:
-    """Pull the latest pushed checkpoint of `area` into `scratch/checkpoint-N`; its path, or None if none."""
+def pull_latest(store: ArtifactStore, area: str, local_area: Path) -> Path | None:
+    """The newest checkpoint pushed to `area`, brought into `local_area` unless it is there already (with the
+    attempt's MLflow run file); its local folder, or None when nothing was pushed."""
+    local_area.mkdir(parents=True, exist_ok=True)
+    run_file = store.uri_for(f"{area}/{RUN_FILE}")
+    if not (local_area / RUN_FILE).is_file():
+        with contextlib.suppress(StorageError):  # no attempt recorded yet: nothing to close or continue
+            (local_area / RUN_FILE).write_text(store.get_text(run_file))
     names = _steps(store.list_dirs(area))
     if not names:
         return None
-    target = scratch / names[-1]
-    store.pull_dir(f"{area}/{names[-1]}", target)
-    log.info("resuming from %s (pulled from %s)", target, store.uri_for(f"{area}/{names[-1]}"))
-    return str(target)
+    target = local_area / names[-1]
+    if not (target / COMPLETE).is_file():
+        store.pull_dir(f"{area}/{names[-1]}", target)
+        log.info("pulled %s from %s", target.name, store.uri_for(area))
+    return target
+
+
+def store_hooks(store: ArtifactStore, area: str, local_area: Path) -> CheckpointHooks:
+    """CheckpointHooks that keep `local_area` (the trainer's checkpoints) and the store's `area` in step."""
+    return CheckpointHooks(
+        on_checkpoint=lambda folder: push_checkpoint(store, area, folder),
+        pull=lambda _: pull_latest(store, area, local_area),
+    )
+
+
+def record_attempt_in(store: ArtifactStore, area: str, run_id: str | None) -> None:
+    """The attempt's MLflow run in the store's work area too, so that a worker with an empty disk can close or
+    continue it."""
+    if run_id:
+        store.put_text(f"{area}/{RUN_FILE}", f'{{"mlflow_run_id": "{run_id}"}}')

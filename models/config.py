@@ -110,6 +110,13 @@ class EvalConfig(SamplingConfig):
 
 class SftStage(Strict):
     trl: dict[str, Any] = Field(default_factory=dict, description="TRL SFTConfig fields (checked against TRL).")
+    checkpoint_every: int = Field(
+        50,
+        ge=0,
+        description="Optimizer steps between trainer checkpoints (model, optimizer, scheduler, RNG, data position) in "
+        "the stage's work area; the last two are kept. A stage killed mid-training resumes from its last complete "
+        "checkpoint on the next run of the recipe. A multiple of trl.logging_steps; 0: no checkpoints.",
+    )
     compile_layers: bool = Field(
         False,
         description="torch.compile each decoder layer (fused norm, rotary and SwiGLU kernels; one compile serves all "
@@ -193,6 +200,13 @@ class RlStage(Strict):
         description="Rule rewards and their weights: accuracy, format, language_consistency.",
     )
     trl: dict[str, Any] = Field(default_factory=dict, description="TRL GRPOConfig fields (checked against TRL).")
+    checkpoint_every: int = Field(
+        50,
+        ge=0,
+        description="Optimizer steps between trainer checkpoints (model, optimizer, scheduler, RNG, data position) in "
+        "the stage's work area; the last two are kept. A stage killed mid-training resumes from its last complete "
+        "checkpoint on the next run of the recipe. A multiple of trl.logging_steps; 0: no checkpoints.",
+    )
     alarms: AlarmConfig = Field(default_factory=AlarmConfig, description="Reward-hacking alarms.")
     rollout: Literal["static_cache", "hf_generate"] = Field(
         "static_cache",

@@ -20,6 +20,7 @@ from models.data import build_splits, load_rows
 from models.evaluate import evaluate_model
 from models.factory import load_model, precision_knobs, resolve_source
 from models.generation import sample
+from models.resume import NO_HOOKS, CheckpointHooks, ReferencePolicy, TrainerAttributes, resumed_train, trainer_args
 from models.rewards import REWARDS, general_quality_reward
 from models.stage_io import StageSpec, scratch_dir
 from models.tracking import log_curve_png
@@ -85,8 +86,17 @@ def _log_samples(model, tokenizer, rows: list[dict], reward_funcs: list, tempera
     mlflow.log_table(columns, artifact_file="samples/completions.json")
 
 
-def train_grpo(spec: StageSpec, stage: RlStage, start: str, rows: list[dict], out: Path, general=None) -> dict:
-    """GRPO from `start` on `rows`; `general` = (reward function or model path, weight, last_steps) or None."""
+def train_grpo(
+    spec: StageSpec,
+    stage: RlStage,
+    start: str,
+    rows: list[dict],
+    out: Path,
+    general=None,
+    hooks: CheckpointHooks = NO_HOOKS,
+) -> dict:
+    """GRPO from `start` on `rows` (resuming from the last complete checkpoint in the work area, if any); `general` =
+    (reward function or model path, weight, last_steps) or None."""
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
@@ -105,7 +115,7 @@ def train_grpo(spec: StageSpec, stage: RlStage, start: str, rows: list[dict], ou
         report_to=["mlflow"] if mlflow.active_run() else "none",
         seed=spec.seed,
         reward_weights=weights,
-        **precision_knobs(knobs),
+        **precision_knobs(knobs | trainer_args(stage.checkpoint_every)),
     )
     trainer_class = FastGRPOTrainer if stage.rollout == "static_cache" else GRPOTrainer
     trainer = trainer_class(
@@ -128,7 +138,8 @@ def train_grpo(spec: StageSpec, stage: RlStage, start: str, rows: list[dict], ou
     alarm_cfg = stage.alarms.model_copy(update={"check_every": 0}) if sharded else stage.alarms
     alarms = RewardHackingAlarms(alarm_cfg, validation_check(spec, tokenizer))
     trainer.add_callback(alarms)
-    result = trainer.train()
+    counters = TrainerAttributes(trainer, "_step")
+    result = resumed_train(trainer, hooks, ReferencePolicy.of(trainer), alarms=alarms, counters=counters)
     trainer.save_model(str(out))
     if main:
         tokenizer.save_pretrained(str(out))
@@ -148,11 +159,11 @@ def train_grpo(spec: StageSpec, stage: RlStage, start: str, rows: list[dict], ou
     return result.metrics
 
 
-def run_reasoning_rl(spec: StageSpec, out: Path) -> dict:
-    return train_grpo(spec, spec.config, spec.inputs["model"].uri, reasoning_rows(spec), out)
+def run_reasoning_rl(spec: StageSpec, out: Path, hooks: CheckpointHooks = NO_HOOKS) -> dict:
+    return train_grpo(spec, spec.config, spec.inputs["model"].uri, reasoning_rows(spec), out, None, hooks)
 
 
-def run_final_rl(spec: StageSpec, out: Path) -> dict:
+def run_final_rl(spec: StageSpec, out: Path, hooks: CheckpointHooks = NO_HOOKS) -> dict:
     stage = spec.config
     reasoning = reasoning_rows(spec)
     count = round(stage.general_prompt_ratio / (1 - stage.general_prompt_ratio) * len(reasoning))
@@ -167,4 +178,4 @@ def run_final_rl(spec: StageSpec, out: Path) -> dict:
         stage.general_reward.last_steps,
     )
     general = (reward, stage.general_reward.weight, stage.general_reward.last_steps)
-    return train_grpo(spec, stage, spec.inputs["model"].uri, rows, out, general)
+    return train_grpo(spec, stage, spec.inputs["model"].uri, rows, out, general, hooks)

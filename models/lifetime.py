@@ -5,6 +5,7 @@ stage running on and publishing behind a re-run's back. Elsewhere this is a no-o
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import sys
 
@@ -12,7 +13,11 @@ PR_SET_PDEATHSIG = 1
 
 
 def die_with_parent() -> None:
-    """Ask for SIGKILL when the parent process exits (Linux prctl); safe in a preexec_fn."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    """Ask for SIGKILL when the parent process exits (Linux prctl); exit at once if it already has. Safe in a
+    preexec_fn. The signal follows the parent *thread*: launch from a thread that waits for the child."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the call
+        os._exit(1)

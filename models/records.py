@@ -1,13 +1,12 @@
 """Records that stages hand to each other: a URI plus a fingerprint, never a model or a dataset.
 
-A stage writes into `<uri>.partial/`, stamps it with the fingerprint of its files, then renames it into place:
-an output folder either is complete and stamped, or does not exist.
+An output counts only once stamped: models/stores.py publishes it (locally a `<uri>.partial/` folder, stamped, then
+renamed into place; on S3 the stamp is written last) and reads records back from the stamp.
 """
 
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 from typing import Literal
 
@@ -43,26 +42,3 @@ def fingerprint_dir(folder: Path) -> str:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()[:16]
-
-
-def read_record(uri: str) -> Artifact | None:
-    """The record in the stamp of a published output, or None when there is no stamped output at `uri`."""
-    stamp = local_path(uri) / STAMP
-    return Artifact.model_validate_json(stamp.read_text()) if stamp.is_file() else None
-
-
-def partial_dir(final: Path) -> Path:
-    """A fresh work folder beside `final`; a stale one from a killed attempt is removed."""
-    work = final.with_name(final.name + ".partial")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    return work
-
-
-def publish(work: Path, final: Path, artifact: dict) -> Artifact:
-    """Stamp `work` with its fingerprint and move it to `final` in one rename."""
-    record = Artifact(uri=str(final), fingerprint=fingerprint_dir(work), **artifact)
-    (work / STAMP).write_text(record.model_dump_json(indent=2))
-    shutil.rmtree(final, ignore_errors=True)
-    work.rename(final)
-    return record

@@ -130,6 +130,8 @@ def _with_local_inputs(spec: StageSpec, store) -> StageSpec:
 def run(spec: StageSpec) -> Artifact | None:
     """Run the stage and publish its output to the spec's store; returns the record on the main rank, None on the
     others."""
+    from models.checkpoint_sync import record_attempt_in, store_hooks
+    from models.resume import continued_series, record_attempt
     from models.stage_io import scratch_dir
     from models.storage import mlflow_env, output_store
 
@@ -138,15 +140,22 @@ def run(spec: StageSpec) -> Artifact | None:
     state = _distributed(spec.timeout_s)
     main = state is None or state.is_main_process
     work = store.work_dir(relative) if main else store.work_path(relative)  # the main rank makes it
+    local_area, area = scratch_dir(work), f"{relative}.trainer"  # the work area: local, and in the store
+    training = spec.trainer is not None
+    if main and training:
+        record_attempt(local_area, spec.mlflow_run_id)
+        record_attempt_in(store, area, spec.mlflow_run_id)
     if main and state is not None:
         log.info("%s: world_size=%d (%s backend)", spec.stage, state.num_processes, state.backend)
     _wait_for_everyone(state)  # the work folder exists for every rank
     try:
-        with _tracked(spec) if main else _untracked() as run_:
+        tracked = _tracked(spec) if main else _untracked()
+        with tracked as run_, continued_series(spec.mlflow_run_id if run_ and training else None):
             if main:
                 _log_spec(spec, work)
             started = time.monotonic()
-            _entry(spec.entry)(_with_local_inputs(spec, store), work)
+            hooks = {"hooks": store_hooks(store, area, local_area)} if training else {}
+            _entry(spec.entry)(_with_local_inputs(spec, store), work, **hooks)
             if run_:
                 _log_cost(spec, started, state)
     except BaseException:
@@ -167,10 +176,14 @@ def run(spec: StageSpec) -> Artifact | None:
 
 
 def main() -> None:
+    """`python -m models.run_stage spec.json` runs the stage; `python -m models.run_stage --exec <python args>` runs
+    python with those arguments (a launcher such as accelerate's), dying with its parent as the stage does."""
     from models.lifetime import die_with_parent
     from models.stage_io import StageSpec
 
     die_with_parent()  # a rank under torchrun, or the stage process itself: never outlive the launcher
+    if sys.argv[1] == "--exec":
+        os.execv(sys.executable, [sys.executable, *sys.argv[2:]])  # the death signal is kept across exec
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(name)s: %(message)s")
     spec = StageSpec.model_validate_json(Path(sys.argv[1]).read_text())
     record = run(spec)

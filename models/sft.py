@@ -19,6 +19,7 @@ from models.config import SftStage
 from models.data import build_splits, cold_start_rows, load_rows
 from models.factory import load_model, precision_knobs
 from models.records import local_path
+from models.resume import NO_HOOKS, CheckpointHooks, TrainerAttributes, resumed_train, trainer_args
 from models.stage_io import StageSpec, scratch_dir
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,8 @@ def sft_trainer(
         output_dir=str(output_dir),
         report_to=["mlflow"] if mlflow.active_run() else "none",
         seed=seed,
-        **({"accelerator_config": {"non_blocking": True}} if torch.cuda.is_available() else {})
+        **{"save_strategy": "no"}
+        | ({"accelerator_config": {"non_blocking": True}} if torch.cuda.is_available() else {})
         | precision_knobs(knobs),
     )
     return FastSFTTrainer(
@@ -63,20 +65,30 @@ def sft_trainer(
     )
 
 
-def train_sft(source: str, dtype: str, rows: list[dict], stage: SftStage, knobs: dict, seed: int, out: Path) -> dict:
-    """Fine-tune on `rows` and save model + tokenizer to `out`; returns TRL's final training metrics."""
+def train_sft(
+    source: str,
+    dtype: str,
+    rows: list[dict],
+    stage: SftStage,
+    knobs: dict,
+    seed: int,
+    out: Path,
+    hooks: CheckpointHooks = NO_HOOKS,
+) -> dict:
+    """Fine-tune on `rows` (resuming from the last complete checkpoint in the work area, if any) and save model +
+    tokenizer to `out`; returns TRL's final training metrics."""
     model, tokenizer = load_model(source, dtype)
     trainer = sft_trainer(
         model,
         tokenizer,
         rows,
-        knobs,
+        knobs | trainer_args(stage.checkpoint_every),
         seed,
         scratch_dir(out),
         compile_layers=stage.compile_layers,
         activation_memory_budget=stage.activation_memory_budget,
     )
-    result = trainer.train()
+    result = resumed_train(trainer, hooks, tokens=TrainerAttributes(trainer, "_total_train_tokens"))
     trainer.save_model(str(out))
     tokenizer.save_pretrained(str(out))
     return result.metrics
@@ -128,16 +140,17 @@ def _log_dataset(rows: list[dict], name: str) -> None:
     mlflow.log_input(mlflow.data.from_pandas(pd.DataFrame(rows), name=name), context="training")
 
 
-def run_cold_start(spec: StageSpec, out: Path) -> dict:
+def run_cold_start(spec: StageSpec, out: Path, hooks: CheckpointHooks = NO_HOOKS) -> dict:
     if "cold_start" in spec.inputs:
         rows = load_rows(spec.inputs["cold_start"].uri)
     else:
         rows = cold_start_rows(build_splits(spec.data, spec.seed)["cold_start"])
     _log_dataset(rows, "cold_start")
-    return train_sft(spec.inputs["model"].uri, spec.dtype, rows, spec.config, spec.settings["trl"], spec.seed, out)
+    start, knobs = spec.inputs["model"].uri, spec.settings["trl"]
+    return train_sft(start, spec.dtype, rows, spec.config, knobs, spec.seed, out, hooks)
 
 
-def run_supervised_merge(spec: StageSpec, out: Path) -> dict:
+def run_supervised_merge(spec: StageSpec, out: Path, hooks: CheckpointHooks = NO_HOOKS) -> dict:
     stage = spec.config
     data_dir = local_path(spec.inputs["data"].uri)
     verified = [json.loads(line) for line in (data_dir / "data.jsonl").read_text().splitlines() if line]
@@ -147,4 +160,4 @@ def run_supervised_merge(spec: StageSpec, out: Path) -> dict:
         mlflow.log_metrics({"data/reasoning_rows": len(verified), "data/total_rows": len(rows)})
     start = spec.inputs["model"].uri
     log.info("supervised_merge: %d rows (%d verified reasoning), starting from %s", len(rows), len(verified), start)
-    return train_sft(start, spec.dtype, rows, stage, spec.settings["trl"], spec.seed, out)
+    return train_sft(start, spec.dtype, rows, stage, spec.settings["trl"], spec.seed, out, hooks)

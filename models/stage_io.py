@@ -19,6 +19,8 @@ from models.storage import StorageConfig
 from models.trl_knobs import coerce_knobs, resolved_knobs
 
 SPEC_FILE = "spec.json"  # the spec a stage ran with, kept beside its output
+# Settings that change how a stage runs, not what it produces: left out of its key.
+NOT_IN_KEY = frozenset({"checkpoint_every"})
 
 
 class StageSpec(BaseModel):
@@ -29,6 +31,7 @@ class StageSpec(BaseModel):
     stage: str
     entry: str = Field(description="The function the stage process runs, `module:function` (the registry's).")
     kind: str = Field(description="What the stage publishes: model or dataset.")
+    trainer: str | None = Field(None, description="The TRL trainer of a training stage (it checkpoints and resumes).")
     section: str | None = Field(description="The recipe section its settings come from.")
     code: str = Field(description="Version of the code that can change its result (models/code_version.py).")
     settings: dict[str, Any] = Field(description="The stage's own recipe section, TRL knobs resolved.")
@@ -55,7 +58,8 @@ class StageSpec(BaseModel):
         return {
             "stage": self.stage,
             "entry": self.entry,
-            "settings": self.settings,
+            "trainer": self.trainer,
+            "settings": {k: v for k, v in self.settings.items() if k not in NOT_IN_KEY},
             "data": self.data.model_dump() if self.data else None,
             "dtype": self.dtype,
             "seed": self.seed,
@@ -93,6 +97,7 @@ def stage_spec(name: str, recipe: Recipe, inputs: dict[str, Artifact], **where: 
         stage=name,
         entry=declared.entry,
         kind=declared.output,
+        trainer=declared.trainer,
         section=declared.section,
         code=code_version(name),
         settings=stage_settings(name, recipe),

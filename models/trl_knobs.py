@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from models.resume import CHECKPOINT_KNOBS, checkpoint_problem
 from models.stages import stage, trained_stages
 
 OWNED_BY_PIPELINE = {"output_dir", "report_to", "run_name", "logging_dir", "push_to_hub", "hub_model_id"}
@@ -26,7 +27,6 @@ SFT_DEFAULTS: dict[str, Any] = {
     "max_length": 128,
     "logging_steps": 5,
     "activation_checkpointing": False,
-    "save_strategy": "no",
 }
 GRPO_DEFAULTS: dict[str, Any] = {
     "learning_rate": 1e-4,
@@ -41,7 +41,6 @@ GRPO_DEFAULTS: dict[str, Any] = {
     "scale_rewards": "group",
     "logging_steps": 5,
     "activation_checkpointing": False,
-    "save_strategy": "no",
     "log_completions": False,
 }
 # per-stage defaults on top of the trainer's
@@ -76,6 +75,8 @@ def coerce_knobs(name: str, knobs: dict[str, Any]) -> dict[str, Any]:
         where = f"{name}.trl.{key}"
         if key == "reward_weights":
             raise ValueError(f"{where}: set reward weights in {name}.rewards (name: weight) instead")
+        if key in CHECKPOINT_KNOBS:
+            raise ValueError(f"{where}: set by {name}.checkpoint_every (steps between checkpoints; 0: none) instead")
         if key in OWNED_BY_PIPELINE:
             raise ValueError(f"{where}: set by the pipeline, remove it from the recipe")
         if key not in fields:
@@ -108,7 +109,10 @@ def check_knobs(recipe: Any) -> None:
     """The project's defaults merged with the recipe's knobs must be valid too; vLLM generation (TRL's colocate or
     server mode, where vLLM is installed) must name a mode TRL has."""
     for declared in trained_stages():
-        name = declared.name
-        knobs = coerce_knobs(name, resolved_knobs(name, getattr(recipe, declared.section).trl))
+        name, section = declared.name, getattr(recipe, declared.section)
+        knobs = coerce_knobs(name, resolved_knobs(name, section.trl))
+        problem = checkpoint_problem(section.checkpoint_every, knobs, name)
+        if problem:
+            raise ValueError(problem)
         if knobs.get("use_vllm") and knobs.get("vllm_mode", "colocate") not in VLLM_MODES:
             raise ValueError(f"{name}.trl.vllm_mode: '{knobs['vllm_mode']}' is not one of {', '.join(VLLM_MODES)}")

@@ -48,7 +48,9 @@ def stage_command(spec_path: Path, launch: LaunchConfig) -> list[str]:
     stage = ["-m", "models.run_stage", str(spec_path)]
     if launch.num_processes == 1:
         return [sys.executable, *stage]
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(launch.num_processes)]
+    # the launcher dies with this process (as each rank dies with the launcher): no rank trains on after a kill -9
+    command = [sys.executable, "-m", "models.run_stage", "--exec", "-m", "accelerate.commands.launch"]
+    command += ["--num_processes", str(launch.num_processes)]
     if launch.accelerate_config:
         command += ["--config_file", str(LaunchConfig.resolve(launch.accelerate_config))]
     else:

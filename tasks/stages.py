@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from prefect import get_run_logger, task
 
+from models.checkpoint_sync import pull_latest
 from models.config import Recipe
 from models.records import Artifact
+from models.resume import continue_stage_run
 from models.sources import source_record
-from models.stage_io import StageSpec, stage_output, stage_spec
+from models.stage_io import StageSpec, scratch_dir, stage_output, stage_spec
 from models.stages import EVALUATE, SOURCES
+from models.storage import output_store
 from models.tracking import client, start_child_run
 from tasks.caching import task_cache_key
 from tasks.launch import launch
@@ -44,16 +47,28 @@ def placed(spec: StageSpec, pipeline: PipelineRun, run_id: str | None) -> StageS
 
 @task(cache_key_fn=task_cache_key, persist_result=True, retries=0, log_prints=True)
 def run_stage(spec: StageSpec, pipeline: PipelineRun) -> Artifact:
-    """Train (or sample, for rejection_sampling) one stage; cache invalidated by its spec's key. An output that an
-    earlier attempt published under the same key (one whose flow was killed after the stage finished) is taken as
-    it is."""
+    """Train (or sample, for rejection_sampling) one stage, resuming a killed attempt from its last checkpoint; cache
+    invalidated by its spec's key. An output that an earlier attempt published under the same key (one whose flow
+    was killed after the stage finished) is taken as it is."""
     published = pipeline.store().read_record(stage_output(pipeline.name, spec))
     if published is not None:
         get_run_logger().info("%s: taking the output an earlier attempt published at %s", spec.stage, published.uri)
         return published
+    return run_spec(placed(spec, pipeline, stage_run(spec, pipeline)), get_run_logger().info)
+
+
+def stage_run(spec: StageSpec, pipeline: PipelineRun) -> str:
+    """The stage's MLflow run: the run of an earlier, killed attempt when it left a checkpoint to resume from (moved
+    under this pipeline's run; its newest checkpoint is first brought from the store to this worker), else a new
+    nested run."""
+    resumed = None
+    if spec.trainer is not None:
+        store, relative = output_store(stage_output(pipeline.name, spec), pipeline.storage)
+        local_area = scratch_dir(store.work_path(relative))
+        pull_latest(store, f"{relative}.trainer", local_area)
+        resumed = continue_stage_run(local_area, pipeline.parent_run_id)
     tags = {"stage": spec.stage, "pipeline": pipeline.name, "stage_key": spec.key()}
-    run_id = start_child_run(pipeline.experiment_id, pipeline.parent_run_id, spec.stage, tags)
-    return run_spec(placed(spec, pipeline, run_id), get_run_logger().info)
+    return resumed or start_child_run(pipeline.experiment_id, pipeline.parent_run_id, spec.stage, tags)
 
 
 @task(cache_key_fn=task_cache_key, persist_result=True, retries=1, log_prints=True)

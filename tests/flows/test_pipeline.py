@@ -255,7 +255,7 @@ def test_one_stage_runs_alone_from_an_earlier_pipeline_run(reevaluated, capsys, 
     from pathlib import Path
 
     from flows.cli import main
-    from models.records import read_record
+    from models.storage import artifact_store
     from models.tracking import client
 
     parent = reevaluated["parent_run_id"]
@@ -266,7 +266,7 @@ def test_one_stage_runs_alone_from_an_earlier_pipeline_run(reevaluated, capsys, 
         [reevaluated["experiment_id"]], f"tags.mlflow.parentRunId = '{parent}' and tags.started_by = 'r1-run stage'"
     )
     assert [(r.info.run_name, r.info.status) for r in runs] == [("final_rl", "FINISHED")]
-    record = read_record(mlflow_client.get_run(parent).data.tags["record.final_rl"])
+    record = artifact_store().read_record(mlflow_client.get_run(parent).data.tags["record.final_rl"])
     assert record.mlflow_run_id == runs[0].info.run_id
     spec = json.loads((Path(record.uri) / "spec.json").read_text())
     assert spec["settings"]["trl"]["max_steps"] == 2

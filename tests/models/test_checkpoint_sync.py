@@ -1,12 +1,12 @@
-"""models/checkpoint_sync.py: checkpoints pushed on save come back on an empty disk, on both stores."""
+"""models/checkpoint_sync.py: checkpoints pushed as they complete come back on an empty disk, on both stores, and
+the store keeps the trainer's rotation."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 
-from models.checkpoint_sync import PushCheckpoints, restore_latest
+from models.checkpoint_sync import pull_latest, record_attempt_in, store_hooks
+from models.resume import COMPLETE, RUN_FILE
 from models.storage import StorageConfig, artifact_store
 
 AREA = "demo/reasoning_rl/key1.trainer"
@@ -20,25 +20,29 @@ def store(request, tmp_path):
     return artifact_store(StorageConfig(uri=f"s3://{bucket}/runs", endpoint_url=server.endpoint_url))
 
 
-def save(output, step: int) -> None:
-    folder = output / f"checkpoint-{step}"
+def save(area, step: int):
+    folder = area / f"checkpoint-{step}"
     folder.mkdir(parents=True)
     (folder / "model.safetensors").write_bytes(bytes([step]) * 100)
-    (folder / "trainer_state.json").write_text(f'{{"global_step": {step}}}')
+    (folder / COMPLETE).write_text("")
+    return folder
 
 
 def test_pushed_checkpoints_resume_on_an_empty_disk(store, tmp_path):
-    output, callback = tmp_path / "worker1" / "out", PushCheckpoints(store, AREA)
-    assert restore_latest(store, AREA, tmp_path / "empty") is None
+    area = tmp_path / "worker1" / "out.trainer"
+    hooks = store_hooks(store, AREA, area)
+    assert pull_latest(store, AREA, tmp_path / "empty") is None
+    record_attempt_in(store, AREA, "run-1")
     for step in (2, 4, 6):
-        save(output, step)
-        if step == 6:  # the trainer's rotation (save_total_limit=2) removed checkpoint-2
-            (output / "checkpoint-2" / "model.safetensors").unlink()
-            (output / "checkpoint-2" / "trainer_state.json").unlink()
-            (output / "checkpoint-2").rmdir()
-        state = SimpleNamespace(global_step=step, is_world_process_zero=True)
-        callback.on_save(SimpleNamespace(output_dir=str(output)), state, None)
+        folder = save(area, step)
+        if step == 6:  # the trainer's rotation (the newest two) removed checkpoint-2
+            for path in (area / "checkpoint-2").iterdir():
+                path.unlink()
+            (area / "checkpoint-2").rmdir()
+        hooks.on_checkpoint(folder)
     assert store.list_dirs(AREA) == ["checkpoint-4", "checkpoint-6"]
-    resume = restore_latest(store, AREA, tmp_path / "worker2" / "scratch")
-    assert resume == str(tmp_path / "worker2" / "scratch" / "checkpoint-6")
-    assert (tmp_path / "worker2" / "scratch" / "checkpoint-6" / "model.safetensors").read_bytes() == b"\x06" * 100
+    fresh = tmp_path / "worker2" / "out.trainer"
+    assert pull_latest(store, AREA, fresh) == fresh / "checkpoint-6"
+    assert (fresh / "checkpoint-6" / "model.safetensors").read_bytes() == b"\x06" * 100
+    assert (fresh / "checkpoint-6" / COMPLETE).is_file()
+    assert '"run-1"' in (fresh / RUN_FILE).read_text()  # the attempt's MLflow run travels with it

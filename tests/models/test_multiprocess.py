@@ -4,7 +4,10 @@ ranks train, only the main one publishes, prints the record and logs to MLflow."
 
 from __future__ import annotations
 
+import time
+
 import pytest
+from stage_process import FLOW, Stage, marked, resumed_from
 
 from models.factory import model_record
 from models.recipe import load_recipe
@@ -22,10 +25,12 @@ TWO_PROCESSES = [
     "data.rl_pool_size=32",
     "cold_start_sft.trl.per_device_train_batch_size=4",  # per process: 2 epochs x 200 rows / (2 x 4) = 50 steps
     "cold_start_sft.trl.logging_steps=1",
+    "cold_start_sft.checkpoint_every=20",  # checkpoints written by both ranks (each its own RNG state)
     "reasoning_rl.trl.max_steps=2",
     "reasoning_rl.trl.num_generations=8",
     "reasoning_rl.trl.per_device_train_batch_size=8",  # per process: 2 x 8 = 16 completions = 2 prompts x 8
     "reasoning_rl.trl.logging_steps=1",
+    "reasoning_rl.checkpoint_every=1",
     "reasoning_rl.alarms.check_every=0",
 ]
 
@@ -79,6 +84,27 @@ def test_only_the_main_rank_logs_to_mlflow(launched, stage):
     assert steps and len(steps) == len(set(steps))  # one series, not one per rank
     runs = mlflow_client.search_runs([experiment, "0"])
     assert sorted(r.info.run_name for r in runs) == ["cold_start_sft", "reasoning_rl"]  # no stray run of rank 1
+
+
+def test_a_flow_killed_mid_stage_on_two_processes_resumes_to_the_same_weights(launched, tmp_path, weights_of):
+    """The flow is killed with SIGKILL once checkpoint-20 is complete: no rank trains on, and the next run resumes on
+    both ranks (each its own RNG state) to the weights and losses of the uninterrupted two-process run."""
+    import torch
+
+    results, mlflow_client, _ = launched
+    record, _, run_id, start = results["cold_start_sft"]
+    run = Stage(tmp_path, "cold_start_sft", load_recipe(None, TWO_PROCESSES), {"model": start}, "flow_killed")
+    marker = f"r1-test-{tmp_path.name}"
+    run.kill_when(lambda: run.complete(20), proc=run.start(FLOW, R1_TEST_MARKER=marker))
+    deadline = time.monotonic() + 5
+    while marked(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marked(marker) == []
+    resumed = run.finish(run.start(FLOW))
+    assert resumed_from(run).endswith("checkpoint-20")
+    expected, got = weights_of(record.uri), weights_of(resumed.uri)
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    assert run.series("loss") == sorted((m.step, m.value) for m in mlflow_client.get_metric_history(run_id, "loss"))
 
 
 class _Cancel(Exception):

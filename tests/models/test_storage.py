@@ -225,12 +225,12 @@ def test_records_outside_the_store_pass_through(store, tmp_path):
     assert store.local_copy(local) == folder and store.read_record(str(folder)) is None
 
 
-def test_outputs_stamped_by_models_records_publish_still_count(tmp_path):
-    from models.records import partial_dir, publish
-
+def test_outputs_with_an_earlier_stamp_format_still_count(tmp_path):
+    """Outputs published before stamps held checksums (the stamp was the bare record) are still read."""
     store = artifact_store(StorageConfig(uri=str(tmp_path / "store")))
-    final = tmp_path / "store" / OUT
-    record = publish(write(partial_dir(final), FILES), final, META)
+    final = write(tmp_path / "store" / OUT, FILES)
+    record = Artifact(uri=str(final), fingerprint=fingerprint_dir(final), **META)
+    (final / STAMP).write_text(record.model_dump_json())
     assert store.read_record(str(final)) == record and store.is_live(record)
     assert store.local_copy(record, full=True) == final
 

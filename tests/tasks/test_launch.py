@@ -18,7 +18,7 @@ from tasks.launch import NO_NVLINK_MULTICAST_ENV, _env, stage_command
 
 SPEC = Path("/tmp/r1-x/spec.json")
 RUN_STAGE = ["-m", "models.run_stage", str(SPEC)]
-ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
+ACCELERATE = [sys.executable, "-m", "models.run_stage", "--exec", "-m", "accelerate.commands.launch"]
 INFRA = PROJECT_ROOT / "infra" / "accelerate"
 CONFIGS = ("ddp.yaml", "zero3.yaml", "fsdp.yaml")
 
