@@ -75,7 +75,9 @@ class ProblemFile(Strict):
     verifier_column: str | None = Field(
         None, description="Column naming each row's verifier (exact, numeric, math_verify); empty cells: `verifier`."
     )
-    tolerance: float = Field(1e-6, ge=0, description="numeric: relative tolerance |answer - gold| <= t * max(1, |gold|).")
+    tolerance: float = Field(
+        1e-6, ge=0, description="numeric: relative tolerance |answer - gold| <= t * max(1, |gold|)."
+    )
 
     @field_validator("path")
     @classmethod
@@ -162,9 +164,14 @@ class DataConfig(Strict):
 
     @model_validator(mode="after")
     def _one_problem_source(self) -> DataConfig:
-        both = sorted({"task", "task_config"} & self.model_fields_set)
-        if self.problems is not None and both:
-            raise ValueError(f"{both[0]} and problems are two problem sources; keep one")
+        defaults = DataConfig.model_fields
+        changed = [
+            name
+            for name in ("task", "task_config")
+            if getattr(self, name) != defaults[name].get_default(call_default_factory=True)
+        ]
+        if self.problems is not None and changed:
+            raise ValueError(f"{changed[0]} and problems are two problem sources; keep one")
         return self
 
     @model_validator(mode="after")

@@ -175,7 +175,7 @@ def load_rows(source: str) -> list[dict]:
     from models.problems import DataError, read_rows
 
     rows = read_rows(source)
-    missing = sorted({"prompt", "completion"} - set(rows[0]))
+    missing = [column for column in ("prompt", "completion") if column not in rows[0]]
     if missing:
         hint = "; question/answer rows are problems: give them as data.problems" if "question" in rows[0] else ""
         raise DataError(f"'{source}' has no column '{missing[0]}' (columns: {', '.join(rows[0])}){hint}")

@@ -18,7 +18,7 @@ import re
 import sys
 
 from models.config import DataConfig, Recipe
-from models.data import Problem, build_splits, cold_start_rows, load_rows, overlap, prompt_question, question_key
+from models.data import Problem, build_splits, cold_start_rows, load_rows, overlap, prompt_question
 from models.problems import DataError
 
 log = logging.getLogger(__name__)
@@ -27,11 +27,13 @@ TRAINING_SPLITS = ("cold_start", "rl", "validation")
 
 
 def answer_in_prompt(prompt: str | list[dict], answer: str) -> bool:
-    """True if the question shows its own reference answer (normalised, as a whole number or expression)."""
-    text, gold = question_key(prompt_question(prompt)), question_key(answer)
-    if len(gold) < MIN_IDENTIFIABLE_ANSWER:
+    """True if the question shows its own reference answer as a whole number, word or expression (case folded;
+    compared with its spacing collapsed and removed, so `55 + 97 - 15` is found in `Q:55+97-15`)."""
+    text, gold = " ".join(prompt_question(prompt).split()).casefold(), " ".join(answer.split()).casefold()
+    if len(gold.replace(" ", "")) < MIN_IDENTIFIABLE_ANSWER:
         return False
-    return re.search(rf"(?<![\w.]){re.escape(gold)}(?![\w.])", text) is not None
+    forms = ((text, gold), (text.replace(" ", ""), gold.replace(" ", "")))
+    return any(re.search(rf"(?<![\w.]){re.escape(g)}(?!\w)(?!\.\d)", t) for t, g in forms)
 
 
 def check_no_answer_in_prompts(splits: dict[str, list[Problem]], max_share: float) -> None:
@@ -41,7 +43,7 @@ def check_no_answer_in_prompts(splits: dict[str, list[Problem]], max_share: floa
         if problems and len(leaking) > max_share * len(problems):
             raise DataError(
                 f"data: {len(leaking)} of {len(problems)} {name} prompts contain their own reference answer (e.g. "
-                f"{prompt_question(leaking[0].prompt)!r} -> {leaking[0].answer!r}); a prompt must show the question only"
+                f"{prompt_question(leaking[0].prompt)!r} -> {leaking[0].answer!r}); show the question only"
             )
 
 
@@ -81,11 +83,13 @@ def representation_problem(tokenizer, text: str) -> str | None:
     """Why `tokenizer` cannot represent `text` (an unknown token, a lossy round trip), or None."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
-        missing = sorted({ch for ch in text if tokenizer.unk_token_id in tokenizer(ch, add_special_tokens=False)["input_ids"]})
+        missing = sorted(
+            {ch for ch in text if tokenizer.unk_token_id in tokenizer(ch, add_special_tokens=False)["input_ids"]}
+        )
         return f"has no token for {', '.join(map(repr, missing or ['?']))}"
     back = tokenizer.decode(ids, skip_special_tokens=False)
     if back != text:
-        index = next((i for i, (a, b) in enumerate(zip(text, back)) if a != b), min(len(text), len(back)))
+        index = next((i for i, (a, b) in enumerate(zip(text, back, strict=False)) if a != b), min(len(text), len(back)))
         lost = text[index : index + 1] or back[index : index + 1]
         return f"does not round-trip it: {lost!r} at character {index} comes back as {back[index : index + 1]!r}"
     return None

@@ -146,8 +146,9 @@ def _cell(row: dict, column: str, where: str) -> str:
 def _qa_row(row: dict, cfg: ProblemFile, where: str) -> QaRow:
     from models.verifiers import VERIFIERS
 
+    cell = _cell(row, cfg.answer, where)
     try:
-        answer, solution = extract_answer(_cell(row, cfg.answer, where), cfg.answer_format)
+        answer, solution = extract_answer(cell, cfg.answer_format)
     except ValueError as err:
         raise DataError(f"{where}: {err}") from None
     if cfg.solution:
@@ -223,7 +224,9 @@ def _held_out(cfg: DataConfig) -> tuple[list[QaRow], list[QaRow]]:
             log.info("data: %d training rows share a question with eval_split and were dropped", len(train) - len(kept))
         return held, kept
     bucket = [is_heldout(question_key(r.question), cfg.heldout_permille) for r in train]
-    return [r for r, b in zip(train, bucket, strict=True) if b], [r for r, b in zip(train, bucket, strict=True) if not b]
+    return [r for r, b in zip(train, bucket, strict=True) if b], [
+        r for r, b in zip(train, bucket, strict=True) if not b
+    ]
 
 
 def _take(rows: list[QaRow], start: int, count: int, field: str, what: str, source: str) -> list[QaRow]:

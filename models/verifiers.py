@@ -82,7 +82,7 @@ def numeric_match(answer: str, gold: str, tolerance: float = 1e-6) -> bool:
     got, want = _number(answer), _number(gold)
     if got is None or want is None:
         return False
-    return abs(got - want) <= Fraction(tolerance) * max(1, abs(want))
+    return abs(got - want) <= Fraction(str(tolerance)) * max(1, abs(want))
 
 
 def exact_match(answer: str, gold: str) -> bool:
