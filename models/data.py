@@ -194,3 +194,40 @@ def pretraining_text(rng: random.Random, cfg: DataConfig) -> str:
         expression = str(nums[0]) + "".join(rng.choice("+-") + str(n) for n in nums[1:])
         if not is_heldout(expression, cfg.heldout_permille):
             return f"Q:{expression}\nA:{worked_chain(expression)}\n"
+
+
+def problem_source(cfg: DataConfig):
+    """Where the problems come from, as an MLflow dataset source: a local file, a hub dataset (id, config,
+    split), or the reasoning-gym generator with its task and options."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
+
+    from models.problems import local_source
+
+    if cfg.problems is None:
+        return CodeDatasetSource(
+            tags={"generator": "reasoning-gym", "task": cfg.task, "task_config": json.dumps(cfg.task_config)}
+        )
+    path = local_source(cfg.problems.path)
+    if path is None:
+        return HuggingFaceDatasetSource(path=cfg.problems.path, config_name=cfg.problems.name, split=cfg.problems.split)
+    return str(path.resolve())
+
+
+def rows_source(source: str | None, cfg: DataConfig):
+    """The MLflow dataset source of a rows source (a cold-start or non-reasoning file or hub id); None: the
+    problems themselves (cold-start rows made from their worked solutions)."""
+    if source is None:
+        return problem_source(cfg)
+    path = rows_file(source)
+    return str(path.resolve()) if path is not None else source
+
+
+def dataset_input(rows: list[dict], name: str, source):
+    """Rows as an MLflow dataset named `name`, with its source and a digest of the rows themselves, for
+    mlflow.log_input: a run names exactly what it trained on."""
+    import mlflow
+    import pandas as pd
+
+    flat = [{k: v if isinstance(v, str | int | float | None) else json.dumps(v) for k, v in r.items()} for r in rows]
+    return mlflow.data.from_pandas(pd.DataFrame(flat or [{"prompt": ""}]), source=source, name=name)

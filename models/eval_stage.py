@@ -14,7 +14,8 @@ from pathlib import Path
 import mlflow
 
 from models.config import Recipe
-from models.data import Problem, build_splits, load_rows, overlap
+from models.data import Problem, build_splits, overlap
+from models.data_checks import training_sources
 from models.evaluate import evaluate_model
 from models.factory import load_model
 from models.records import local_path
@@ -45,11 +46,10 @@ def gain_metrics(after: list[dict], before: list[dict], seed: int) -> dict[str, 
 
 
 def heldout_overlap(recipe: Recipe, splits: dict[str, list[Problem]]) -> int:
-    """Held-out prompts that also occur in any training data (cold start, RL pool, a cold-start file)."""
-    training = [splits["cold_start"], splits["rl"], splits["validation"]]
-    if recipe.data.cold_start:
-        training.append([Problem(r["prompt"], "", "", "") for r in load_rows(recipe.data.cold_start)])
-    return overlap(splits["eval"], *training)
+    """Held-out prompts that also occur in any training source (cold start, RL and rejection pool, validation, a
+    cold-start file, non-reasoning rows), questions normalised: the recorded proof of what check_data enforced
+    before the run (models/data_checks.py), so it is 0."""
+    return overlap(splits["eval"], *training_sources(recipe.data, splits).values())
 
 
 def _log(metrics: dict[str, float], rows: list[dict]) -> None:

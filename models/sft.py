@@ -16,7 +16,7 @@ from pathlib import Path
 import mlflow
 
 from models.config import SftStage
-from models.data import build_splits, cold_start_rows, load_rows
+from models.data import build_splits, cold_start_rows, dataset_input, load_rows, rows_source
 from models.factory import load_model, precision_knobs
 from models.records import local_path
 from models.stage_io import StageSpec, scratch_dir
@@ -121,12 +121,9 @@ def merged_rows(verified: list[dict], non_reasoning: list[dict], ratio: float, s
     return rows
 
 
-def _log_dataset(rows: list[dict], name: str) -> None:
-    if not mlflow.active_run():
-        return
-    import pandas as pd
-
-    mlflow.log_input(mlflow.data.from_pandas(pd.DataFrame(rows), name=name), context="training")
+def _log_dataset(rows: list[dict], name: str, source) -> None:
+    if mlflow.active_run():
+        mlflow.log_input(dataset_input(rows, name, source), context="training")
 
 
 def run_cold_start(spec: StageSpec, out: Path) -> dict:
@@ -135,7 +132,7 @@ def run_cold_start(spec: StageSpec, out: Path) -> dict:
         rows = load_rows(recipe.data.cold_start)
     else:
         rows = cold_start_rows(build_splits(recipe.data, recipe.seed)["cold_start"])
-    _log_dataset(rows, "cold_start")
+    _log_dataset(rows, "cold_start", rows_source(recipe.data.cold_start, recipe.data))
     knobs = resolved_knobs("cold_start_sft", recipe.cold_start_sft.trl)
     return train_sft(spec.inputs["base"].uri, recipe.model.dtype, rows, recipe.cold_start_sft, knobs, recipe.seed, out)
 
@@ -145,7 +142,7 @@ def run_supervised_merge(spec: StageSpec, out: Path) -> dict:
     data_dir = local_path(spec.inputs["data"].uri)
     verified = [json.loads(line) for line in (data_dir / "data.jsonl").read_text().splitlines() if line]
     rows = merged_rows(verified, load_rows(recipe.data.non_reasoning), stage.non_reasoning_ratio, recipe.seed)
-    _log_dataset(rows, "supervised_merge")
+    _log_dataset(rows, "supervised_merge", str(data_dir))
     if mlflow.active_run():
         mlflow.log_metrics({"data/reasoning_rows": len(verified), "data/total_rows": len(rows)})
     start = spec.inputs["start"].uri

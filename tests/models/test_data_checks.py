@@ -161,3 +161,14 @@ def test_load_tokenizer_keeps_a_generic_tokenizer_exactly_as_saved(qwen2_shaped)
     tokenizer = load_tokenizer(str(qwen2_shaped))
     assert representation_problem(tokenizer, "Q:4+3\nA:<think>4+3=7</think><answer>7</answer>") is None
     assert tokenizer("Q:4\nA:")["input_ids"] == load_tokenizer("builtin:tiny_base")("Q:4\nA:")["input_ids"]
+
+
+def test_heldout_overlap_metric_counts_every_training_source(tmp_path):
+    from models.eval_stage import heldout_overlap
+
+    recipe = small_recipe()
+    splits = build_splits(recipe.data, recipe.seed)
+    assert heldout_overlap(recipe, splits) == 0
+    path = write_cold_start(tmp_path / "general.jsonl", splits["eval"][:3])
+    planted = small_recipe(f"data.non_reasoning={path}")
+    assert heldout_overlap(planted, build_splits(planted.data, planted.seed)) == 3

@@ -271,3 +271,27 @@ def test_shipped_example_recipe_builds_its_splits():
     splits = build_splits(recipe.data, recipe.seed)
     assert {k: len(v) for k, v in splits.items()} == {"eval": 200, "validation": 48, "cold_start": 1000, "rl": 1600}
     assert splits["eval"][0].prompt.startswith("Q:") and splits["eval"][0].prompt.endswith("\nA:")
+
+
+@pytest.mark.parametrize(
+    ("problems", "expected"),
+    [
+        (None, {"tags": {"generator": "reasoning-gym", "task": "chain_sum"}}),
+        (
+            {"path": "openai/gsm8k", "name": "main", "answer_format": "gsm8k"},
+            {"path": "openai/gsm8k", "split": "train"},
+        ),
+        ({"path": "builtin:chain_qa", "answer_format": "gsm8k"}, {"uri": str(REPO / "models/assets/chain_qa.jsonl")}),
+    ],
+)
+def test_training_data_is_logged_with_its_source_and_digest(problems, expected):
+    from models.data import dataset_input, problem_source
+
+    cfg = DataConfig(problems=problems)
+    rows = [{"prompt": "Q:1+2\nA:", "answer": "3"}, {"prompt": [{"role": "user", "content": "1+2"}], "answer": "3"}]
+    dataset = dataset_input(rows, "reasoning_rl_prompts", problem_source(cfg))
+    source = json.loads(dataset.source.to_json())
+    for key, value in expected.items():
+        assert value.items() <= source[key].items() if key == "tags" else source[key] == value
+    assert dataset.digest == dataset_input(rows, "other name", problem_source(cfg)).digest
+    assert dataset.digest != dataset_input(rows[:1], "reasoning_rl_prompts", problem_source(cfg)).digest
