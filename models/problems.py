@@ -136,27 +136,24 @@ def extract_answer(cell: str, answer_format: str) -> tuple[str, str | None]:
     return cell.strip(), None
 
 
-def _cell(row: dict, column: str, where: str) -> str:
+def _cell(row: dict, column: str) -> str:
     value = row[column]
     if value is None or not str(value).strip():
-        raise DataError(f"{where}: empty '{column}'; every row needs a question and an answer")
+        raise ValueError(f"empty '{column}'; every row needs a question and an answer")
     return str(value)
 
 
-def _qa_row(row: dict, cfg: ProblemFile, where: str) -> QaRow:
+def _qa_row(row: dict, cfg: ProblemFile) -> QaRow:
+    """One row mapped through the recipe's columns; ValueError says what is wrong with it."""
     from models.verifiers import VERIFIERS
 
-    cell = _cell(row, cfg.answer, where)
-    try:
-        answer, solution = extract_answer(cell, cfg.answer_format)
-    except ValueError as err:
-        raise DataError(f"{where}: {err}") from None
+    answer, solution = extract_answer(_cell(row, cfg.answer), cfg.answer_format)
     if cfg.solution:
-        solution = _cell(row, cfg.solution, where).strip()
+        solution = _cell(row, cfg.solution).strip()
     verifier = str(row.get(cfg.verifier_column) or "").strip() if cfg.verifier_column else ""
     if verifier and verifier not in VERIFIERS:
-        raise DataError(f"{where}: unknown verifier '{verifier}'; choose from {', '.join(VERIFIERS)}")
-    return QaRow(_cell(row, cfg.question, where).strip(), answer, verifier or cfg.verifier, solution)
+        raise ValueError(f"unknown verifier '{verifier}'; choose from {', '.join(VERIFIERS)}")
+    return QaRow(_cell(row, cfg.question).strip(), answer, verifier or cfg.verifier, solution)
 
 
 def _require_columns(rows: list[dict], cfg: ProblemFile, source: str) -> None:
@@ -197,9 +194,9 @@ def load_problems(cfg: ProblemFile, evaluation: bool = False) -> list[QaRow]:
     problems = []
     for index, row in enumerate(rows):
         try:
-            problems.append(_qa_row(row, cfg, f"'{source}' row {index + 1}"))
-        except DataError as err:
-            raise DataError(str(err).replace(f"'{source}' row {index + 1}", _row_place(source, index), 1)) from None
+            problems.append(_qa_row(row, cfg))
+        except ValueError as err:
+            raise DataError(f"{_row_place(source, index)}: {err}") from None
     return problems
 
 
