@@ -147,7 +147,11 @@ def check_data(recipe: Recipe, tokenizer=None, context: int | None = None) -> di
     check_no_answer_in_prompts(splits, recipe.data.max_answer_in_prompt)
     check_heldout(recipe.data, splits)
     if tokenizer is None:
-        tokenizer, context = load_tokenizer(recipe.model.base), model_context(recipe.model.base)
+        try:
+            tokenizer, context = load_tokenizer(recipe.model.base), model_context(recipe.model.base)
+        except (OSError, ValueError) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise DataError(f"model.base: cannot load the tokenizer of '{recipe.model.base}': {first}") from None
     check_tokenizer(splits, recipe, tokenizer, context)
     return splits
 
