@@ -172,3 +172,12 @@ def test_heldout_overlap_metric_counts_every_training_source(tmp_path):
     path = write_cold_start(tmp_path / "general.jsonl", splits["eval"][:3])
     planted = small_recipe(f"data.non_reasoning={path}")
     assert heldout_overlap(planted, build_splits(planted.data, planted.seed)) == 3
+
+
+@pytest.mark.parametrize("name", ["tiny.yaml", "tiny-qa-file.yaml"])
+def test_shipped_tiny_recipes_pass_the_data_checks(name):
+    from models.recipe import load_recipe
+
+    recipe = load_recipe(Path(__file__).resolve().parents[2] / "flows" / "recipes" / name)
+    splits = check_data(recipe)  # the base model's own tokenizer and context
+    assert len(splits["eval"]) == recipe.data.eval_size
