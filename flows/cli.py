@@ -72,6 +72,18 @@ def model_problem(model: str) -> str | None:
     return source_problem(model)
 
 
+def data_problem(recipe: Recipe) -> str | None:
+    """Why the recipe's data cannot be used (models/data_checks.py), checked before any stage starts, or None."""
+    from models.data_checks import check_data
+    from models.problems import DataError
+
+    try:
+        check_data(recipe)
+    except DataError as err:
+        return str(err)
+    return None
+
+
 def evaluate(model: str, recipe: Recipe) -> int:
     from flows.evaluate import r1_evaluate
 
@@ -134,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     problem = args.evaluate and model_problem(args.evaluate)
     if problem:
         print(f"model error: {problem}", file=sys.stderr)
+        return 2
+    problem = data_problem(recipe)
+    if problem:
+        print(f"data error: {problem}", file=sys.stderr)
         return 2
     if args.check:
         print(f"recipe ok: {recipe.name}")

@@ -10,6 +10,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from models.config import Recipe
+from models.data_checks import check_data
 from models.records import Artifact
 from models.stage_io import stage_spec
 from models.stages import SOURCES, stage
@@ -92,6 +93,7 @@ class Tracker:
 def r1_pipeline(recipe: Recipe | None = None, mlflow_ui: str = "http://127.0.0.1:5000") -> dict:
     """Cold-start SFT -> reasoning RL -> rejection sampling -> SFT of the base on the merged data -> final RL."""
     recipe = recipe or Recipe()
+    check_data(recipe)  # one-line DataError before anything runs (the CLI has said it already)
     prepared_store(recipe.storage)
     pipeline = open_pipeline_run(recipe, flow_run.get_name() or "local", flow_run.get_id() or "")
     try:

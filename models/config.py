@@ -27,15 +27,98 @@ class ModelConfig(Strict):
     registered_name: str = Field("r1-tiny", description="MLflow Model Registry name of the final model.")
 
 
+VERIFIER_NAMES = ("exact", "numeric", "math_verify")
+
+
+def _local_problem(source: str) -> str | None:
+    """Why a local rows source cannot be read (missing file or folder), or None (it exists, or is a hub id)."""
+    from models.problems import local_source
+
+    path = local_source(source)
+    if path is not None and not path.exists():
+        return f"no file at '{path}'; give builtin:<name>, a .jsonl/.json/.parquet/.csv file, a folder or a hub id"
+    return None
+
+
+class ProblemFile(Strict):
+    """Verifiable problems from question/answer rows, loaded through `datasets` (the same call serves a hub id
+    and a local file or folder)."""
+
+    path: str = Field(
+        description="Question/answer rows: builtin:<name> (models/assets/<name>.jsonl), a local .jsonl/.json/"
+        ".parquet/.csv file, a local dataset folder, or a hub dataset id (e.g. openai/gsm8k)."
+    )
+    name: str | None = Field(None, description="Configuration of a hub dataset (GSM8K: main); None: its default.")
+    split: str = Field("train", description="Split that cold start, RL and rejection sampling draw from.")
+    eval_split: str | None = Field(
+        None,
+        description="Where evaluation and validation draw from: a split of the same dataset (GSM8K: test) or, for "
+        "a local file, a second file; training rows with an evaluation question are dropped. None: a hash bucket "
+        "(data.heldout_permille) of `split`'s questions is held out.",
+    )
+    question: str = Field("question", description="Column holding the question (the prompt shows only this).")
+    answer: str = Field("answer", description="Column holding the reference answer (read through answer_format).")
+    answer_format: Literal["plain", "gsm8k", "boxed"] = Field(
+        "plain",
+        description="How the reference answer is read from its column: plain (the whole cell); gsm8k (the text after "
+        "the last `####`; what precedes it, without <<...>> calculator notes, is the worked solution); boxed (the "
+        "content of the last \\boxed{}; the whole cell is the worked solution, as in MATH).",
+    )
+    solution: str | None = Field(
+        None, description="Column of worked solutions for cold-start rows (gsm8k and boxed answers carry their own)."
+    )
+    verifier: Literal["exact", "numeric", "math_verify"] = Field(
+        "math_verify",
+        description="How a final answer is checked against the reference: exact (same text after trimming and "
+        "collapsing whitespace), numeric (same number within `tolerance`; commas, $ and % ignored, fractions "
+        "read), math_verify (symbolic equivalence: LaTeX, \\boxed{}, fractions, sets, intervals).",
+    )
+    verifier_column: str | None = Field(
+        None, description="Column naming each row's verifier (exact, numeric, math_verify); empty cells: `verifier`."
+    )
+    tolerance: float = Field(
+        1e-6, ge=0, description="numeric: relative tolerance |answer - gold| <= t * max(1, |gold|)."
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _path_exists(cls, source: str) -> str:
+        problem = _local_problem(source)
+        if problem:
+            raise ValueError(problem)
+        return source
+
+    @model_validator(mode="after")
+    def _eval_file_exists(self) -> ProblemFile:
+        from models.problems import local_source
+
+        path = local_source(self.path)
+        if self.eval_split and path is not None and path.is_file() and not Path(self.eval_split).is_file():
+            raise ValueError(f"eval_split: no file at '{self.eval_split}'; a local file's eval_split is a second file")
+        return self
+
+    @property
+    def has_solutions(self) -> bool:
+        return self.solution is not None or self.answer_format != "plain"
+
+
 class DataConfig(Strict):
-    task: str = Field("chain_sum", description="reasoning-gym dataset that makes the verifiable prompts.")
+    task: str = Field(
+        "chain_sum", description="reasoning-gym dataset that makes the verifiable prompts (unless `problems` is set)."
+    )
     task_config: dict[str, Any] = Field(
         default_factory=lambda: {"min_terms": 3, "max_terms": 4, "min_digits": 1, "max_digits": 1},
         description="Keyword arguments of the reasoning-gym dataset (checked against its config class).",
     )
+    problems: ProblemFile | None = Field(
+        None,
+        description="Verifiable problems from your own question/answer rows (a local file or a hub dataset) instead "
+        "of the reasoning-gym task.",
+    )
     prompt_style: Literal["compact", "chat"] = Field(
         "compact",
-        description="compact: `Q:<expr>\\nA:` for tiny character models; chat: R1 system prompt + question.",
+        description="compact: `Q:<question>\\nA:` for tiny character models (a reasoning-gym question that ends in "
+        "an arithmetic expression shows only that expression, spaces removed); chat: R1 system prompt + question.",
     )
     heldout_permille: int = Field(100, ge=1, le=500, description="Share (per mille) of problem keys held out for eval.")
     eval_size: int = Field(300, ge=10, description="Held-out evaluation prompts (same set for every stage).")
@@ -44,10 +127,17 @@ class DataConfig(Strict):
     )
     cold_start_size: int = Field(1000, ge=1, description="Cold-start long-CoT examples (R1: thousands).")
     rl_pool_size: int = Field(2000, ge=1, description="Prompts for the RL stages and rejection sampling.")
+    max_answer_in_prompt: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Largest share of a split's prompts that may contain their own reference answer (a quantity a "
+        "word problem states may equal its answer); above it the split is refused when the data loads.",
+    )
     cold_start: str | None = Field(
         None,
         description="Cold-start rows (prompt/completion): builtin:<name>, .jsonl path or hub id; None: "
-        "worked solutions made from the task (chain_sum only).",
+        "worked solutions from the problems (chain_sum, or a problem file with solutions).",
     )
     non_reasoning: str = Field(
         "builtin:non_reasoning",
@@ -58,13 +148,9 @@ class DataConfig(Strict):
     @field_validator("non_reasoning", "cold_start")
     @classmethod
     def _rows_exist(cls, source: str | None) -> str | None:
-        if source is None:
-            return None
-        from models.data import rows_file
-
-        path = rows_file(source)
-        if path is not None and not path.is_file():
-            raise ValueError(f"no file at '{path}'; give builtin:non_reasoning, a .jsonl file or a hub dataset id")
+        problem = source and _local_problem(source)
+        if problem:
+            raise ValueError(problem)
         return source
 
     @field_validator("task")
@@ -73,8 +159,21 @@ class DataConfig(Strict):
         from reasoning_gym.factory import DATASETS
 
         if task not in DATASETS:
-            raise ValueError(f"unknown reasoning-gym dataset '{task}'; choose e.g. chain_sum, basic_arithmetic")
+            hint = "; for your own question/answer file set data.problems.path" if Path(task).suffix else ""
+            raise ValueError(f"unknown reasoning-gym dataset '{task}'; choose e.g. chain_sum, basic_arithmetic{hint}")
         return task
+
+    @model_validator(mode="after")
+    def _one_problem_source(self) -> DataConfig:
+        defaults = DataConfig.model_fields
+        changed = [
+            name
+            for name in ("task", "task_config")
+            if getattr(self, name) != defaults[name].get_default(call_default_factory=True)
+        ]
+        if self.problems is not None and changed:
+            raise ValueError(f"{changed[0]} and problems are two problem sources; keep one")
+        return self
 
     @model_validator(mode="after")
     def _task_config_known(self) -> DataConfig:
@@ -88,7 +187,18 @@ class DataConfig(Strict):
             raise ValueError(
                 f"task_config: '{unknown[0]}' is not a {self.task} option; valid: {', '.join(sorted(known))}"
             )
-        if self.cold_start is None and self.task != "chain_sum":
+        return self
+
+    @model_validator(mode="after")
+    def _cold_start_available(self) -> DataConfig:
+        if self.cold_start is not None:
+            return self
+        if self.problems is not None and not self.problems.has_solutions:
+            raise ValueError(
+                "cold_start: give cold-start rows, or a solution column (problems.solution) or an answer_format "
+                "that carries the worked solution (gsm8k, boxed)"
+            )
+        if self.problems is None and self.task != "chain_sum":
             raise ValueError(
                 f"cold_start: give cold-start rows for task '{self.task}' (worked solutions are "
                 "generated for chain_sum only)"

@@ -15,6 +15,7 @@ import mlflow
 
 from models.config import EvalConfig
 from models.data import Problem, build_splits, load_rows, overlap
+from models.data_checks import TRAINING_SPLITS
 from models.evaluate import evaluate_model
 from models.factory import load_model
 from models.records import local_path
@@ -45,10 +46,13 @@ def gain_metrics(after: list[dict], before: list[dict], seed: int) -> dict[str, 
 
 
 def heldout_overlap(spec: StageSpec, splits: dict[str, list[Problem]]) -> int:
-    """Held-out prompts that also occur in any training data (cold start, RL pool, a cold-start file)."""
-    training = [splits["cold_start"], splits["rl"], splits["validation"]]
-    if "cold_start" in spec.inputs:
-        training.append([Problem(r["prompt"], "", "", "") for r in load_rows(spec.inputs["cold_start"].uri)])
+    """Held-out prompts that also occur in any training source (cold start, RL and rejection pool, validation, a
+    cold-start file, the non-reasoning rows; the files through their input records), questions normalised: the
+    recorded proof of what check_data enforced before the run (models/data_checks.py), so it is 0."""
+    training = [splits[name] for name in TRAINING_SPLITS]
+    for name in ("cold_start", "general"):
+        if name in spec.inputs:
+            training.append([Problem(r["prompt"], "", "", "") for r in load_rows(spec.inputs[name].uri)])
     return overlap(splits["eval"], *training)
 
 

@@ -4,6 +4,7 @@ one code path (`from_pretrained`) for the tiny default and for real recipes.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 ASSETS = Path(__file__).parent / "assets"
@@ -40,10 +41,23 @@ def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_tokenizer(source: str):
-    from transformers import AutoTokenizer
+GENERIC_TOKENIZERS = ("TokenizersBackend", "PreTrainedTokenizerFast")
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_source(source))
+
+def saved_as_generic(folder: Path) -> bool:
+    """True if the folder's tokenizer was saved as a plain tokenizers backend (the tiny default's character
+    tokenizer): AutoTokenizer would swap in the model type's own class (Qwen2Tokenizer drops `\\n`)."""
+    config = folder / "tokenizer_config.json"
+    return config.is_file() and json.loads(config.read_text()).get("tokenizer_class") in GENERIC_TOKENIZERS
+
+
+def load_tokenizer(source: str):
+    """The tokenizer exactly as saved: a generic one through PreTrainedTokenizerFast, others through AutoTokenizer."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    resolved = resolve_source(source)
+    generic = saved_as_generic(Path(resolved).expanduser())
+    tokenizer = (PreTrainedTokenizerFast if generic else AutoTokenizer).from_pretrained(resolved)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

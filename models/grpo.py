@@ -16,7 +16,7 @@ from transformers import TrainerCallback
 
 from models.alarms import RewardHackingAlarms
 from models.config import RlStage, SamplingConfig
-from models.data import build_splits, load_rows
+from models.data import build_splits, dataset_input, load_rows, problem_source
 from models.evaluate import evaluate_model
 from models.factory import load_model, precision_knobs, resolve_source
 from models.generation import sample
@@ -126,10 +126,9 @@ def train_grpo(
         processing_class=tokenizer,
     )
     if mlflow.active_run():
-        import pandas as pd
-
-        prompts = pd.DataFrame([{"prompt": str(r["prompt"]), "answer": r["answer"], "task": r["task"]} for r in rows])
-        mlflow.log_input(mlflow.data.from_pandas(prompts, name=f"{spec.stage}_prompts"), context="training")
+        prompts = [{"prompt": str(r["prompt"]), "answer": r["answer"], "task": r["task"]} for r in rows]
+        source = problem_source(spec.data)
+        mlflow.log_input(dataset_input(prompts, f"{spec.stage}_prompts", source), context="training")
     if general:
         trainer.add_callback(GeneralRewardSchedule(trainer, len(funcs) - 1, general[1], general[2]))
     sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled

@@ -124,7 +124,10 @@ def _with_local_inputs(spec: StageSpec, store) -> StageSpec:
     local = {
         name: record.model_copy(update={"uri": store.local_source(record)}) for name, record in spec.inputs.items()
     }
-    return spec.model_copy(update={"inputs": local})
+    data = spec.data
+    if "problems" in local and data is not None and data.problems is not None:  # problems read through their record
+        data = data.model_copy(update={"problems": data.problems.model_copy(update={"path": local["problems"].uri})})
+    return spec.model_copy(update={"inputs": local, "data": data})
 
 
 def run(spec: StageSpec) -> Artifact | None:

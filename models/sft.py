@@ -16,7 +16,7 @@ from pathlib import Path
 import mlflow
 
 from models.config import SftStage
-from models.data import build_splits, cold_start_rows, load_rows
+from models.data import build_splits, cold_start_rows, dataset_input, load_rows, rows_source
 from models.factory import load_model, precision_knobs
 from models.records import local_path
 from models.resume import NO_HOOKS, CheckpointHooks, TrainerAttributes, resumed_train, trainer_args
@@ -132,12 +132,9 @@ def merged_rows(verified: list[dict], non_reasoning: list[dict], ratio: float, s
     return rows
 
 
-def _log_dataset(rows: list[dict], name: str) -> None:
-    if not mlflow.active_run():
-        return
-    import pandas as pd
-
-    mlflow.log_input(mlflow.data.from_pandas(pd.DataFrame(rows), name=name), context="training")
+def _log_dataset(rows: list[dict], name: str, source) -> None:
+    if mlflow.active_run():
+        mlflow.log_input(dataset_input(rows, name, source), context="training")
 
 
 def run_cold_start(spec: StageSpec, out: Path, hooks: CheckpointHooks = NO_HOOKS) -> dict:
@@ -145,7 +142,8 @@ def run_cold_start(spec: StageSpec, out: Path, hooks: CheckpointHooks = NO_HOOKS
         rows = load_rows(spec.inputs["cold_start"].uri)
     else:
         rows = cold_start_rows(build_splits(spec.data, spec.seed)["cold_start"])
-    _log_dataset(rows, "cold_start")
+    cold_start_file = spec.inputs["cold_start"].uri if "cold_start" in spec.inputs else None
+    _log_dataset(rows, "cold_start", rows_source(cold_start_file, spec.data))
     start, knobs = spec.inputs["model"].uri, spec.settings["trl"]
     return train_sft(start, spec.dtype, rows, spec.config, knobs, spec.seed, out, hooks)
 
@@ -155,7 +153,7 @@ def run_supervised_merge(spec: StageSpec, out: Path, hooks: CheckpointHooks = NO
     data_dir = local_path(spec.inputs["data"].uri)
     verified = [json.loads(line) for line in (data_dir / "data.jsonl").read_text().splitlines() if line]
     rows = merged_rows(verified, load_rows(spec.inputs["general"].uri), stage.non_reasoning_ratio, spec.seed)
-    _log_dataset(rows, "supervised_merge")
+    _log_dataset(rows, "supervised_merge", str(data_dir))
     if mlflow.active_run():
         mlflow.log_metrics({"data/reasoning_rows": len(verified), "data/total_rows": len(rows)})
     start = spec.inputs["model"].uri

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 # What the pipeline starts from, made from the recipe (not by a stage): tasks/inputs.py turns each into a record.
-SOURCES = ("base_model", "non_reasoning_data", "cold_start_data")
+SOURCES = ("base_model", "non_reasoning_data", "cold_start_data", "problem_file")
 # The shared recipe parts a stage may read besides its own section (all of them go into its cache key).
 SHARED_PARTS = ("data", "dtype", "seed")
 
@@ -26,7 +26,7 @@ class Stage:
 
     Input names are roles, the same in every stage: `model` is always the checkpoint the stage starts from (its
     evaluation is the baseline of the stage's gain), `data` the dataset it trains on, `general` the non-reasoning
-    rows, `cold_start` the cold-start file when the recipe names one."""
+    rows, `cold_start` the cold-start file and `problems` the question/answer file when the recipe names one."""
 
     name: str
     entry: str  # "module:function" run in the stage process as function(spec, work_folder) -> metrics
@@ -64,8 +64,8 @@ for _stage in (
     Stage(
         name="cold_start_sft",
         entry="models.sft:run_cold_start",
-        inputs={"model": "base_model", "cold_start": "cold_start_data"},
-        optional=frozenset({"cold_start"}),
+        inputs={"model": "base_model", "cold_start": "cold_start_data", "problems": "problem_file"},
+        optional=frozenset({"cold_start", "problems"}),
         output="model",
         section="cold_start_sft",
         reads=("data", "dtype", "seed"),
@@ -75,7 +75,8 @@ for _stage in (
     Stage(
         name="reasoning_rl",
         entry="models.grpo:run_reasoning_rl",
-        inputs={"model": "cold_start_sft"},
+        inputs={"model": "cold_start_sft", "problems": "problem_file"},
+        optional=frozenset({"problems"}),
         output="model",
         section="reasoning_rl",
         reads=("data", "dtype", "seed"),
@@ -85,7 +86,8 @@ for _stage in (
     Stage(
         name="rejection_sampling",
         entry="models.rejection:run_rejection_sampling",
-        inputs={"model": "reasoning_rl"},
+        inputs={"model": "reasoning_rl", "problems": "problem_file"},
+        optional=frozenset({"problems"}),
         output="dataset",
         section="rejection_sampling",
         reads=("data", "dtype", "seed"),
@@ -103,7 +105,8 @@ for _stage in (
     Stage(
         name="final_rl",
         entry="models.grpo:run_final_rl",
-        inputs={"model": "supervised_merge", "general": "non_reasoning_data"},
+        inputs={"model": "supervised_merge", "general": "non_reasoning_data", "problems": "problem_file"},
+        optional=frozenset({"problems"}),
         output="model",
         section="final_rl",
         reads=("data", "dtype", "seed"),
@@ -119,8 +122,14 @@ EVALUATE = register(
     Stage(
         name="evaluate",
         entry="models.eval_stage:run_evaluate",
-        inputs={"model": "model", "baseline": "evaluate", "cold_start": "cold_start_data"},
-        optional=frozenset({"baseline", "cold_start"}),
+        inputs={
+            "model": "model",
+            "baseline": "evaluate",
+            "cold_start": "cold_start_data",
+            "general": "non_reasoning_data",
+            "problems": "problem_file",
+        },
+        optional=frozenset({"baseline", "cold_start", "general", "problems"}),
         output="dataset",
         section="evaluation",
         reads=("data", "dtype", "seed"),

@@ -2,7 +2,8 @@
 
 A completion is in R1's format when it is exactly `<think>reasoning</think><answer>final</answer>` (whitespace
 around the parts allowed, nothing else). It is correct only if it is in that format AND the reasoning-gym
-scorer (or math-verify, for rows without a reasoning-gym entry) gives full marks: lenient checks get gamed.
+scorer or the verifier its problem names (exact, numeric, math_verify; models/config.py's ProblemFile) gives full
+marks: lenient checks get gamed. Rows with a gold answer and no entry are checked with math-verify.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 
 _NO_TAG = r"(?:(?!</?(?:think|answer)>).)+"  # text that contains none of R1's tags
 R1_FORMAT = re.compile(
@@ -51,26 +53,64 @@ def language_consistency(text: str, language: str = "en") -> float:
     return sum(all(in_script(ch) for ch in word) for word in words) / len(words)
 
 
-def _math_verify(answer: str, gold: str) -> bool:
-    """math-verify without its signal-based timeout (it raises outside the main thread)."""
+def _latex(text: str) -> str:
+    """math-verify reads LaTeX only between delimiters: wrap bare text in $...$ (a \\boxed{} is found as is)."""
+    return text if "$" in text or "\\boxed" in text else f"${text}$"
+
+
+def math_verify_match(answer: str, gold: str) -> bool:
+    """Symbolic equivalence through math-verify, without its signal-based timeout (it raises outside the main
+    thread): `\\frac{1}{2}` = `0.5` = `1/2`, `\\boxed{x}` is read, `(x+1)^2` = `x^2+2x+1`."""
     from math_verify import parse as mv_parse
     from math_verify import verify
 
-    return bool(
-        verify(mv_parse(gold, parsing_timeout=None), mv_parse(answer, parsing_timeout=None), timeout_seconds=None)
-    )
+    gold_parsed = mv_parse(_latex(gold), parsing_timeout=None)
+    return bool(verify(gold_parsed, mv_parse(_latex(answer), parsing_timeout=None), timeout_seconds=None))
+
+
+def _number(text: str) -> Fraction | None:
+    """`1,234`, `$12.50`, `45%`, `3/4`, `-2` as an exact number; None if the text is not one number."""
+    cleaned = text.strip().removeprefix("$").removesuffix("%").removesuffix(".").replace(",", "").strip()
+    try:
+        return Fraction(cleaned)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def numeric_match(answer: str, gold: str, tolerance: float = 1e-6) -> bool:
+    """The same number within a relative tolerance: |answer - gold| <= tolerance * max(1, |gold|)."""
+    got, want = _number(answer), _number(gold)
+    if got is None or want is None:
+        return False
+    return abs(got - want) <= Fraction(str(tolerance)) * max(1, abs(want))
+
+
+def exact_match(answer: str, gold: str) -> bool:
+    """The same text once trimmed, with runs of whitespace collapsed to one space."""
+    return " ".join(answer.split()) == " ".join(gold.split())
+
+
+def verify_answer(answer: str, gold: str, verifier: str = "math_verify", tolerance: float = 1e-6) -> bool:
+    """Check a final answer against the reference with one of VERIFIERS."""
+    if verifier == "numeric":
+        return numeric_match(answer, gold, tolerance)
+    return VERIFIERS[verifier](answer, gold)
+
+
+VERIFIERS = {"exact": exact_match, "numeric": numeric_match, "math_verify": math_verify_match}
 
 
 def answer_is_correct(answer: str, entry: str | None, gold: str | None) -> bool:
-    """Full marks from the reasoning-gym scorer of the entry's dataset, else math-verify against `gold`."""
-    if entry:
+    """Full marks from the reasoning-gym scorer of the entry's dataset, or from the verifier the entry names
+    (problems from a file: {"verifier": ..., "tolerance": ...}), else math-verify against `gold`."""
+    item = json.loads(entry) if entry else {}
+    if "metadata" in item:
         import reasoning_gym
 
-        item = json.loads(entry)
         scorer = reasoning_gym.get_score_answer_fn(item["metadata"]["source_dataset"])
         return scorer(answer, item) >= 1.0
     if gold:
-        return _math_verify(answer, gold)
+        return verify_answer(answer, gold, item.get("verifier", "math_verify"), item.get("tolerance", 1e-6))
     return False
 
 

@@ -12,8 +12,10 @@ from models.data import (
     Problem,
     build_splits,
     cold_start_rows,
+    compact_question,
     is_heldout,
     overlap,
+    prompt_question,
     split_key,
     worked_chain,
 )
@@ -34,14 +36,45 @@ def key_of(problem: Problem) -> str:
 @pytest.mark.parametrize(
     ("entry", "expected"),
     [
-        ({"question": "ignored", "metadata": {"expression": "4 - 1 - 7"}}, "4-1-7"),
-        ({"question": "What is 2 +\t3 ?", "metadata": {}}, "Whatis2+3?"),
-        ({"question": "What is 2 + 3 ?"}, "Whatis2+3?"),
-        ({"question": "q", "metadata": {"expression": ""}}, "q"),  # an empty expression falls back
+        ({"question": "State the final answer to the following arithmetic problem: 4 - 1 - 7 ="}, "4-1-7"),
+        ({"question": "Calculate 2 - -1.", "metadata": {"expression": "2 - -1"}}, "2--1"),
+        ({"question": "What is 2 +\t3 ?", "metadata": {}}, "2+3"),
+        ({"question": "Say Hello", "metadata": {"expression": "the solution"}}, "sayhello"),  # metadata never read
     ],
 )
 def test_split_key(entry, expected):
     assert split_key(entry) == expected
+
+
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [
+        ("State the final answer to the following arithmetic problem: 4 - 1 - 7 =", "4-1-7"),
+        ("Calculate -1 + -8 - -9.", "-1+-8--9"),
+        (
+            "Solve the following multiplication: 18271 * 43432. Give only the result as your final answer.",
+            "18271*43432",
+        ),
+        (
+            "Calculate 309 using all of these numbers: 6, 61, 94, 4.\nEach number may be used at most once.",
+            "Calculate 309 using all of these numbers: 6, 61, 94, 4. Each number may be used at most once.",
+        ),
+    ],
+)
+def test_compact_question_comes_from_the_question_text(question, expected):
+    assert compact_question(question) == expected
+
+
+@pytest.mark.parametrize(
+    ("prompt", "expected"),
+    [
+        ("Q:4+3-2\nA:", "4+3-2"),
+        ([{"role": "system", "content": "sys"}, {"role": "user", "content": "What is 2+2?"}], "What is 2+2?"),
+        ("plain text", "plain text"),
+    ],
+)
+def test_prompt_question(prompt, expected):
+    assert prompt_question(prompt) == expected
 
 
 def test_is_heldout_is_a_stable_bucket_of_the_requested_share():
@@ -118,6 +151,10 @@ def test_build_splits_too_few_unique_problems():
 def test_overlap_counts_planted_prompts(splits):
     planted = splits["rl"] + [splits["eval"][3]]
     assert overlap(splits["eval"], splits["cold_start"], planted) == 1
+    spaced = Problem(
+        splits["eval"][4].prompt.replace("+", " + ").replace("-", " - "), "", "", ""
+    )  # same question, other spacing
+    assert overlap(splits["eval"], [spaced]) == 1
     assert overlap(splits["eval"], splits["eval"][:5], splits["eval"][:2]) == 5
     assert overlap(splits["eval"]) == 0
 

@@ -34,7 +34,7 @@ def test_shipped_recipes_validate(path):
     recipe = load_recipe(path)
     assert isinstance(recipe, Recipe)
     assert recipe.name
-    assert recipe.data.task == "chain_sum"
+    assert recipe.data.task == "chain_sum" or recipe.data.problems is not None
 
 
 def test_shipped_recipe_values():
@@ -46,6 +46,11 @@ def test_shipped_recipe_values():
     assert big.seed == 42
     assert big.final_rl.general_reward.last_steps == 400
     assert big.reasoning_rl.trl["learning_rate"] == pytest.approx(3e-6)
+    gsm8k = load_recipe(REPO / "flows" / "recipes" / "qwen2.5-math-1.5b-gsm8k-h800x8.yaml").data.problems
+    assert (gsm8k.path, gsm8k.name, gsm8k.split, gsm8k.eval_split) == ("openai/gsm8k", "main", "train", "test")
+    assert (gsm8k.answer_format, gsm8k.verifier) == ("gsm8k", "numeric")
+    example = load_recipe(REPO / "flows" / "recipes" / "tiny-qa-file.yaml").data.problems
+    assert (example.path, example.answer_format) == ("builtin:chain_qa", "gsm8k")
 
 
 def test_tiny_recipe_is_the_embedded_default_written_out():

@@ -11,7 +11,9 @@ from models.verifiers import (
     is_correct,
     language_consistency,
     longest_paragraph,
+    numeric_match,
     parse,
+    verify_answer,
 )
 
 
@@ -159,6 +161,65 @@ def test_entry_wins_over_gold():
 )
 def test_answer_is_correct_with_math_verify_gold(answer, gold, expected):
     assert answer_is_correct(answer, None, gold) is expected
+
+
+def file_entry(verifier: str, tolerance: float = 1e-6) -> str:
+    """A problem file's entry as models.problems stores it."""
+    return json.dumps({"verifier": verifier, "tolerance": tolerance})
+
+
+# GSM8K-style final answers (numbers, as the text after `####`), MATH-style (LaTeX, as in \boxed{}), short text
+@pytest.mark.parametrize(
+    ("answer", "gold", "verifier", "expected"),
+    [
+        ("72", "72", "numeric", True),
+        ("72.0", "72", "numeric", True),
+        ("$72", "72", "numeric", True),
+        ("6,000", "6000", "numeric", True),
+        ("18.", "18", "numeric", True),
+        ("45%", "45", "numeric", True),
+        ("3/4", "0.75", "numeric", True),
+        ("71", "72", "numeric", False),
+        ("seventy-two", "72", "numeric", False),
+        ("72 clips", "72", "numeric", False),
+        ("\\frac{5}{6}", "\\frac{5}{6}", "math_verify", True),
+        ("\\dfrac{5}{6}", "\\frac{5}{6}", "math_verify", True),
+        ("\\boxed{\\frac{5}{6}}", "\\frac{5}{6}", "math_verify", True),
+        ("10/12", "\\frac{5}{6}", "math_verify", True),
+        ("0.8333", "\\frac{5}{6}", "math_verify", False),
+        ("3\\sqrt{2}", "\\sqrt{18}", "math_verify", True),
+        ("\\frac{\\pi}{2}", "\\pi/2", "math_verify", True),
+        ("(x+1)^2", "x^2+2x+1", "math_verify", True),
+        ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\frac{\\pi}{2})", "math_verify", True),
+        ("x=2", "2", "math_verify", True),
+        ("\\frac{6}{5}", "\\frac{5}{6}", "math_verify", False),
+        ("blue", "blue", "exact", True),
+        ("  blue\n", "blue", "exact", True),
+        ("Blue", "blue", "exact", False),
+        ("dark  blue", "dark blue", "exact", True),
+    ],
+)
+def test_file_problem_verifiers(answer, gold, verifier, expected):
+    assert answer_is_correct(answer, file_entry(verifier), gold) is expected
+    assert verify_answer(answer, gold, verifier) is expected
+
+
+@pytest.mark.parametrize(
+    ("answer", "gold", "tolerance", "expected"),
+    [("3.14", "3.14159", 1e-3, True), ("3.14", "3.14159", 1e-6, False), ("1000001", "1000000", 1e-6, True)],
+)
+def test_numeric_tolerance(answer, gold, tolerance, expected):
+    assert numeric_match(answer, gold, tolerance) is expected
+    assert answer_is_correct(answer, file_entry("numeric", tolerance), gold) is expected
+
+
+def test_one_verifier_for_rewards_rejection_and_evaluation():
+    from models.rewards import accuracy_reward
+
+    completions = ["<think>48/2=24,48+24=72</think><answer>72</answer>", "<think>x</think><answer>70</answer>"]
+    entry = file_entry("numeric")
+    assert accuracy_reward(completions, entry=[entry, entry], answer=["72", "72"]) == [1.0, 0.0]
+    assert [is_correct(c, entry, "72") for c in completions] == [True, False]
 
 
 @pytest.mark.parametrize(("entry", "gold"), [(None, None), ("", None), (None, ""), ("", "")])
