@@ -5,6 +5,7 @@ orchestration servers, a planted corrupt object, and the one-line preflight erro
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -156,3 +157,56 @@ def test_a_bad_store_stops_the_cli_in_one_line_before_any_work(
     assert err.startswith("storage error:") and expected in err and len(err.splitlines()) == 1
     assert time.monotonic() - started < 30
     assert not (tmp_path / "state" / "prefect").exists()  # stopped before Prefect started
+
+
+SFT = [
+    "data.cold_start_size=64",
+    "cold_start_sft.trl.per_device_train_batch_size=8",
+    "cold_start_sft.trl.logging_steps=1",
+]
+
+
+def _stage_process(spec, folder: Path):
+    """`python -m models.run_stage spec.json` on a worker whose state folder is `folder` (empty at first)."""
+    import os
+    import subprocess
+    import sys
+
+    from models.config import PROJECT_ROOT
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "spec.json").write_text(spec.model_dump_json())
+    env = {**os.environ, "R1_STATE_DIR": str(folder / "state"), "PYTHONPATH": str(PROJECT_ROOT), "TQDM_DISABLE": "1"}
+    log = (folder / "stage.log").open("w")
+    command = [sys.executable, "-m", "models.run_stage", str(folder / "spec.json")]
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=PROJECT_ROOT)
+
+
+def test_a_stage_killed_mid_training_resumes_from_the_bucket_on_an_empty_disk(bucket, tmp_path, weights_of):
+    """Worker 1 is killed once checkpoint-4 is in the bucket; worker 2, with an empty disk, pulls it and ends with
+    the weights of an uninterrupted run."""
+    import torch
+
+    from models.factory import model_record
+    from models.stage_io import stage_spec
+    from models.storage import artifact_store
+
+    recipe = load_recipe(None, [*SFT, "cold_start_sft.checkpoint_every=4"])
+    store, base = artifact_store(), model_record(recipe.model.base, "base_model")
+    killed = stage_spec("cold_start_sft", recipe, {"model": base}, output=store.uri_for("resume/killed"))
+    first = _stage_process(killed, tmp_path / "worker1")
+    deadline = time.monotonic() + 300
+    while "checkpoint-4" not in store.list_dirs("resume/killed.trainer"):
+        assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "worker1" / "stage.log").read_text()
+        time.sleep(0.01)
+    first.kill()
+    first.wait()
+    assert store.read_record(killed.output) is None  # nothing published by the killed attempt
+    assert _stage_process(killed, tmp_path / "worker2").wait(timeout=300) == 0  # an empty disk
+    log = (tmp_path / "worker2" / "stage.log").read_text()
+    assert "pulled checkpoint-4" in log and "resuming from" in log, log[-2000:]
+    straight = killed.model_copy(update={"output": store.uri_for("resume/straight")})
+    assert _stage_process(straight, tmp_path / "worker3").wait(timeout=300) == 0
+    resumed, expected = (weights_of(str(store.local_copy(store.read_record(s.output)))) for s in (killed, straight))
+    assert all(torch.equal(expected[k], resumed[k]) for k in expected)
+    assert store.list_dirs("resume/killed.trainer") == []  # the work area goes once the output is published
