@@ -94,6 +94,7 @@ def train_grpo(spec: StageSpec, stage: RlStage, start: str, rows: list[dict], ou
     from trl import GRPOConfig, GRPOTrainer
 
     from models.fast_grpo import FastGRPOTrainer
+    from models.nonfinite import NonFiniteGuard
 
     recipe = spec.recipe
     funcs = [REWARDS[name] for name in stage.rewards]
@@ -132,6 +133,7 @@ def train_grpo(spec: StageSpec, stage: RlStage, start: str, rows: list[dict], ou
     alarm_cfg = stage.alarms.model_copy(update={"check_every": 0}) if sharded else stage.alarms
     alarms = RewardHackingAlarms(alarm_cfg, validation_check(spec, tokenizer))
     trainer.add_callback(alarms)
+    trainer.add_callback(NonFiniteGuard(spec.stage))  # stops at a NaN/inf loss, gradient or weight
     result = trainer.train()
     trainer.save_model(str(out))
     if main:
