@@ -50,6 +50,7 @@ SUPPORTED = {
 }
 EAGER_STEPS_BEFORE_CAPTURE = 2  # compile and warm up (cuBLAS workspaces, autotuning) outside the graph capture
 BUCKET = 256  # a decode step attends over a multiple of this many cache slots: one graph per multiple reached
+SPARE_SLOTS = 8  # the cache is a little longer than its last prefix: a prefix is never the whole cache (no recompile)
 PREFIX_ATTENTION = "r1_prefix_sdpa"  # the name prefix_attention is registered under in transformers
 
 
@@ -231,7 +232,7 @@ class StaticSampler:
         state.slot.add_(1)
         mask = state.mask[..., :slots] if self.prefix else state.mask
         if self.compile and self.prefix:
-            torch._dynamo.mark_dynamic(mask, 3, min=2)
+            torch._dynamo.maybe_mark_dynamic(mask, 3)
         logits = self._decode(state.token, mask, state.position, cache)
         self._advance(logits, state, sampling)
 
@@ -250,7 +251,6 @@ class StaticSampler:
         policy would then re-allocate its training memory from the driver each step); every graph reuses one
         memory pool, so capturing anew for each batch and prefix length does not grow reserved memory."""
         graph = torch.cuda.CUDAGraph()
-        self._last_graph = None  # the previous prefix length's graph: its pool memory is reused by this one
         try:
             with torch.cuda.stream(self._side()):
                 graph.capture_begin(pool=self._graph_pool, capture_error_mode="thread_local")
@@ -284,6 +284,7 @@ class StaticSampler:
         """Completion ids (batch, <= max_new_tokens) for left-padded prompts; pad after a row's EOS."""
         batch, prompt_len = input_ids.shape
         length = _bucket(prompt_len + max_new_tokens, BUCKET if self.prefix else 64)
+        length += SPARE_SLOTS if self.prefix else 0
         cache = self._cache(batch, length)
         name = PREFIX_ATTENTION if self.prefix else self.model.config._attn_implementation
         try:
