@@ -16,8 +16,8 @@ def _rows() -> list[dict]:
 
 
 def test_sft_stops_at_the_first_nonfinite_step_and_writes_no_bad_checkpoint(tmp_path, tiny_qwen2):
-    """AdamW at lr 1e37 moves every weight by up to 1e38 (lr over its first bias correction, 0.1) in the first step (still finite, checkpoint-1 is written); the
-    second step's forward overflows, its loss and gradients are inf/NaN."""
+    """AdamW at lr 1e37 moves every weight by up to 1e38 in the first step (lr over its first bias correction,
+    0.1): still finite, so checkpoint-1 is written; the second step's forward overflows to inf/NaN."""
     from models.factory import load_model
     from models.sft import sft_trainer
 
