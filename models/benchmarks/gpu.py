@@ -342,6 +342,7 @@ def run_grpo(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=()
         peak_gib=_peak_gib(),
         peak_requested_gib=_peak_requested_gib(),
         rollout_held_mib=max(trainer._bench_held[warmup:]) / 2**20,
+        peak_gib_after_rollouts=trainer._bench_peaks,
         decode_graphs=getattr(getattr(trainer, "_sampler", None), "use_graphs", None),
         losses=[h["loss"] for h in history],
         rewards=[h.get("reward") for h in history],
@@ -355,7 +356,7 @@ def _time_rollouts(trainer) -> tuple[list[float], list[float], list[int]]:
     timers; the lists fill as it trains (also the prompt tokens of each generation, and in trainer._bench_held the
     device memory a rollout leaves allocated beyond what was before it)."""
     gen_times, rollout_times, prompt_tokens = [], [], []
-    trainer._bench_held = []
+    trainer._bench_held, trainer._bench_peaks = [], []
     generate, rollout = trainer._generate_single_turn, trainer._generate_and_score_completions
 
     def timed_generate(prompt_ids, *a, **k):
@@ -365,6 +366,7 @@ def _time_rollouts(trainer) -> tuple[list[float], list[float], list[int]]:
         _sync()
         gen_times.append(time.perf_counter() - start)
         trainer._bench_held.append(_allocated() - before)
+        trainer._bench_peaks.append(_peak_gib())  # the arm's peak so far, read after each rollout
         prompt_tokens.append(sum(len(p) for p in prompt_ids))
         return out
 
@@ -575,6 +577,9 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--micro-batch", type=int, default=None, help="GRPO completions a micro-batch (default: all)")
     parser.add_argument("--steps", type=int, nargs=2, default=None, metavar=("WARMUP", "MEASURED"), help="GRPO steps")
     parser.add_argument("--stock-steps", type=int, nargs=2, default=None, metavar=("WARMUP", "MEASURED"))
+    parser.add_argument(
+        "--decode-variants", nargs="+", default=["prefix", "full"], choices=["prefix", "full"], help="phase decode"
+    )
     parser.add_argument("--sample-prompts", type=int, default=16, help="phase sample: prompts (x k=4 samples)")
     parser.add_argument("--profile", nargs="*", default=[], metavar="BENCH:ARM", help="e.g. sft:ours grpo:ours")
     parser.add_argument("--syncs", nargs="*", default=[], metavar="BENCH:ARM", help="count host syncs a step")
@@ -661,7 +666,8 @@ def _rollout_phases(args, model_dir: Path) -> list[dict]:
         bandwidth = rollout.copy_bandwidth()
         results.append(_record(args, dict(bench="copy", arm="device", bytes_per_s=bandwidth), 0))
         longest = max(args.lengths)
-        for variant, length in (("prefix", longest), ("full", min(longest, 2048))):
+        lengths = {"prefix": longest, "full": min(longest, 2048)}  # the whole-cache attention only to 2k: slow
+        for variant, length in ((v, lengths[v]) for v in args.decode_variants):
             run = lambda: rollout.decode_curve(model_dir, COMPLETIONS, length, variant, bandwidth)  # noqa: B023, E731
             results.append(_record(args, _attempt("decode", variant, run), 0))
             _free()
