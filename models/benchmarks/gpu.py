@@ -496,7 +496,7 @@ def compare(results: list[dict]) -> list[dict]:
             reference = memory_reference(bench, arm, arms)
             rows.append(
                 dict(
-                    bench=bench if length is None else f"{bench}@{length}",
+                    bench=bench if sum(g[0] == bench for g in groups) == 1 else f"{bench}_{length}",
                     arm=arm,
                     stock=med["stock"],
                     ours=med[arm],
