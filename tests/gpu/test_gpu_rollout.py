@@ -1,6 +1,8 @@
 """GPU tests of the rollout at R1-like lengths (`python3 -m pytest -m gpu tests/gpu`): the CUDA-graph sampler with
 prefix attention decodes HF's greedy tokens at 1k tokens and the model's own greedy continuation at 4k tokens
-(past 16 prefix-length graphs), and evaluation sampling keeps the global RNG as it was."""
+(past 16 prefix-length graphs), evaluation sampling keeps the global RNG as it was, and the embedded default's
+stages at their own settings reach 150 steps of final_rl with finite weights (on the H200 the 6th logged step of
+final_rl once had a NaN gradient norm: issue 12; several minutes)."""
 
 from __future__ import annotations
 
@@ -73,3 +75,15 @@ def test_evaluation_sampling_leaves_the_global_cuda_rng_untouched():
     first = sample(model, tokenizer, ["Q:1+2+3\nA:", "Q:9-8\nA:"], cfg, seed=0)
     assert torch.equal(torch.rand(4, device="cuda"), expected)
     assert first == sample(model, tokenizer, ["Q:1+2+3\nA:", "Q:9-8\nA:"], cfg, seed=0)
+
+
+@pytest.mark.slow
+def test_embedded_default_final_rl_stays_finite(tmp_path, weights_of):
+    """Stages 1-4 of the embedded default as the flow runs them, then final_rl from the supervised merge for 150
+    steps; NonFiniteGuard would stop the stage at a non-finite loss or gradient norm (the stage then raises)."""
+    from stage_chain import FLOW_CHAIN, run_chain
+
+    from models.recipe import load_recipe
+
+    records = run_chain(load_recipe(None, ["final_rl.trl.max_steps=150"]), tmp_path, chain=FLOW_CHAIN)
+    assert all(torch.isfinite(v).all() for v in weights_of(records["final_rl"].uri).values())
