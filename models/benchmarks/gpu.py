@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import json
 import math
@@ -652,7 +653,7 @@ def _trainer_rounds(args, model_dir: Path, steps: dict) -> list[dict]:
                 LENGTH = length or LENGTH
                 for arm in (a for a in args.arms if a in (GRPO_ARMS if phase == "grpo" else SFT_ARMS)):
                     key = "grpo_stock" if phase == "grpo" and arm == "stock" else phase
-                    run = lambda: runners[phase](model_dir, arm, *steps[key])  # noqa: B023, E731
+                    run = functools.partial(runners[phase], model_dir, arm, *steps[key])
                     results.append(_record(args, _attempt(phase, arm, run), round_))
     return results
 
@@ -668,13 +669,13 @@ def _rollout_phases(args, model_dir: Path) -> list[dict]:
         longest = max(args.lengths)
         lengths = {"prefix": longest, "full": min(longest, 2048)}  # the whole-cache attention only to 2k: slow
         for variant, length in ((v, lengths[v]) for v in args.decode_variants):
-            run = lambda: rollout.decode_curve(model_dir, COMPLETIONS, length, variant, bandwidth)  # noqa: B023, E731
+            run = functools.partial(rollout.decode_curve, model_dir, COMPLETIONS, length, variant, bandwidth)
             results.append(_record(args, _attempt("decode", variant, run), 0))
             _free()
     if "sample" in args.phases:
         length = 1024 if 1024 in args.lengths else max(args.lengths)
         for fast in (False, True):
-            run = lambda: rollout.sampling_throughput(model_dir, args.sample_prompts, 4, length, fast)  # noqa: B023, E731
+            run = functools.partial(rollout.sampling_throughput, model_dir, args.sample_prompts, 4, length, fast)
             results.append(_record(args, _attempt("sample", "ours" if fast else "hf_generate", run), 0))
             _free()
     return results
