@@ -101,6 +101,7 @@ def train_grpo(
     from trl import GRPOConfig, GRPOTrainer
 
     from models.fast_grpo import FastGRPOTrainer
+    from models.nonfinite import NonFiniteGuard
 
     funcs = [REWARDS[name] for name in stage.rewards]
     weights = list(stage.rewards.values())
@@ -137,6 +138,7 @@ def train_grpo(
     alarm_cfg = stage.alarms.model_copy(update={"check_every": 0}) if sharded else stage.alarms
     alarms = RewardHackingAlarms(alarm_cfg, validation_check(spec, tokenizer))
     trainer.add_callback(alarms)
+    trainer.add_callback(NonFiniteGuard(spec.stage))  # stops at a NaN/inf loss, gradient or weight
     counters = TrainerAttributes(trainer, "_step")
     result = resumed_train(trainer, hooks, ReferencePolicy.of(trainer), alarms=alarms, counters=counters)
     trainer.save_model(str(out))

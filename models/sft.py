@@ -45,6 +45,7 @@ def sft_trainer(
     from trl import SFTConfig
 
     from models.fast_sft import FastSFTTrainer
+    from models.nonfinite import NonFiniteGuard
 
     if compile_layers:
         compile_decoder_layers(model, activation_memory_budget)
@@ -61,7 +62,7 @@ def sft_trainer(
         args=args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        callbacks=list(callbacks),
+        callbacks=[*callbacks, NonFiniteGuard()],  # stops at a NaN/inf loss, gradient or weight
     )
 
 

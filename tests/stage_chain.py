@@ -23,8 +23,12 @@ TRAINED_FROM = [
 ]
 
 
-def run_chain(recipe, out: Path, run_one: Callable | None = None) -> dict:
-    """Records of every stage in STAGE_CHAIN (and of the base), each run by `run_one(spec)` (default: in process)."""
+# the flow's own chain (final_rl from the supervised merge), for runs at the recipe's full settings
+FLOW_CHAIN = [*STAGE_CHAIN[:4], ("final_rl", {"model": "supervised_merge", "general": "general"})]
+
+
+def run_chain(recipe, out: Path, run_one: Callable | None = None, chain: list = STAGE_CHAIN) -> dict:
+    """Records of every stage in `chain` (and of the base), each run by `run_one(spec)` (default: in process)."""
     from models.factory import model_record
     from models.run_stage import run
     from models.sources import source_record
@@ -32,7 +36,7 @@ def run_chain(recipe, out: Path, run_one: Callable | None = None) -> dict:
 
     records = {"base": model_record(recipe.model.base, "base_model")}
     records["general"] = source_record("non_reasoning_data", recipe)
-    for stage, inputs in STAGE_CHAIN:
+    for stage, inputs in chain:
         spec = stage_spec(stage, recipe, {k: records[v] for k, v in inputs.items()}, output=str(out / stage))
         records[stage] = (run_one or run)(spec)
     return records

@@ -2,6 +2,17 @@
 
     make bench-gpu                                   # on the GPU machine; writes $OUT/bench.jsonl and prints a table
     python -m models.benchmarks.gpu --out results/ --phases grpo sft [--rounds 2]
+    python -m models.benchmarks.gpu --shape qwen2.5-0.5b --lengths 1024 2048 4096 --phases grpo decode sample \
+        --arms stock ours --micro-batch 16             # R1's lengths with a real vocabulary, side by side
+
+--shape picks the model (tiny: the 372.6M default below; qwen2.5-0.5b and qwen2.5-1.5b: those models' shapes with
+their 151,936-token vocabularies), --lengths the completion lengths (each one a GRPO comparison of its own),
+--group the generations per prompt and --completions the completions a step; --micro-batch splits a step's
+completions into micro-batches (gradient accumulation; the same in both arms) where a whole step's logits would not
+fit. Per GRPO arm it reports tokens/s/GPU end to end ((prompt + completion tokens) a step / step time / GPUs), the
+step split into generation, scoring + log-probs and training, the training MFU and peak memory. Phase `decode`
+times our decode step against the tokens in the cache beside its bandwidth floor; `sample` compares
+models.generation (evaluation, rejection sampling) with HF generate (models/benchmarks/rollout.py).
 
 Both arms get the identical model (a random-init Qwen2 of 372.6M parameters, bf16, tied embeddings of 16,384 rows
 for a local byte-level BPE tokenizer), the identical data, group size, completions per step, lengths and
@@ -19,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import json
 import math
@@ -34,7 +46,7 @@ import torch
 
 from models.benchmarks.diagnostics import host_syncs, profile_step
 
-MODEL_SHAPE = dict(
+MODEL_SHAPE = dict(  # the tiny preset's backbone; --shape replaces it
     hidden_size=896,
     intermediate_size=4864,
     num_hidden_layers=24,
@@ -50,9 +62,24 @@ SYSTEM = (
     "A conversation between User and Assistant. The Assistant first thinks about the reasoning process and "
     "then gives the answer, as <think> reasoning </think><answer> answer </answer>."
 )
+QWEN = dict(max_position_embeddings=32768, rope_theta=1_000_000.0, rms_norm_eps=1e-6, hidden_act="silu")
+SHAPES = {  # --shape: (backbone, embedding rows); Qwen2.5's own sizes, tied embeddings as theirs are
+    "tiny": (dict(MODEL_SHAPE), 16384),
+    "qwen2.5-0.5b": (
+        dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+             num_key_value_heads=2, tie_word_embeddings=True, **QWEN),
+        151936,
+    ),
+    "qwen2.5-1.5b": (
+        dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+             num_key_value_heads=2, tie_word_embeddings=True, **QWEN),
+        151936,
+    ),
+}  # fmt: skip
 PEAK_BF16 = 989e12  # H100/H200 SXM dense bf16, datasheet
 VOCAB = 16384  # embedding rows: a multiple of 64, as real models pad theirs, so the LM head's GEMMs stay aligned
 LENGTH, SEQ = 256, 1024  # completion tokens (GRPO), sequence length (SFT); --tiny shrinks them for a CPU smoke run
+COMPLETIONS, GROUP, MICRO = 64, 8, None  # completions a GRPO step, generations per prompt, micro-batch (None: all)
 GRPO_ARMS = {"stock": dict(), "ours": dict()}  # same GRPOConfig; ours = FastGRPOTrainer (static-cache rollouts)
 # ours*: models.sft.sft_trainer, as the SFT stages build it; compile_layers and activation_memory_budget are its
 # options (the SFT stages' fields of the same names), the rest are SFTConfig fields
@@ -86,8 +113,8 @@ def text_corpus(rng: random.Random, vocab: list[str], docs: int):
 
 
 def build_model(folder: Path, seed: int = 0) -> None:
-    """Byte-level BPE tokenizer (up to 16,384 tokens, ChatML template) + random-init Qwen2 in bf16 with 16,384
-    embedding rows, saved to `folder`."""
+    """Byte-level BPE tokenizer (up to 16,384 tokens, ChatML template) + random-init Qwen2 in bf16 with VOCAB
+    embedding rows (the --shape preset's), saved to `folder`."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
@@ -98,7 +125,7 @@ def build_model(folder: Path, seed: int = 0) -> None:
     tok.decoder = decoders.ByteLevel()
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB,
+        vocab_size=16384,  # the corpus gives ~14k tokens; a preset's larger vocabulary pads the embedding rows
         special_tokens=special,
         show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
@@ -112,7 +139,7 @@ def build_model(folder: Path, seed: int = 0) -> None:
     )
     torch.manual_seed(seed)
     config = Qwen2Config(
-        vocab_size=VOCAB,  # the tokenizer's tokens, padded as the baseline's model is (13,974 tokens today)
+        vocab_size=VOCAB,  # the tokenizer's tokens padded as the baseline's model is (13,974 tokens), or a preset's
         bos_token_id=None,
         eos_token_id=fast.eos_token_id,
         pad_token_id=fast.pad_token_id,
@@ -263,10 +290,12 @@ def run_grpo(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=()
     from models.fast_grpo import FastGRPOTrainer
 
     _free()
+    micro = MICRO or COMPLETIONS
     args = GRPOConfig(
         output_dir=tempfile.mkdtemp(),
-        per_device_train_batch_size=64,
-        num_generations=8,
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=COMPLETIONS // micro,
+        num_generations=GROUP,
         max_completion_length=LENGTH,
         generation_kwargs={"min_new_tokens": LENGTH},
         beta=0.0,
@@ -289,42 +318,73 @@ def run_grpo(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=()
         processing_class=AutoTokenizer.from_pretrained(model_dir, padding_side="left"),
         callbacks=[clock.callback, *callbacks],
     )
-    gen_times: list[float] = []
-    held: list[int] = []  # device memory still allocated after a rollout, beyond what was before it
-    original = trainer._generate_single_turn
-
-    def timed(*a, **k):
-        _sync()
-        start, before = time.perf_counter(), _allocated()
-        out = original(*a, **k)
-        _sync()
-        gen_times.append(time.perf_counter() - start)
-        held.append(_allocated() - before)
-        return out
-
-    trainer._generate_single_turn = timed
+    gen_times, rollout_times, prompt_tokens = _time_rollouts(trainer)
     trainer.train()
-    gens = gen_times[warmup:]
+    gens, rollouts = gen_times[warmup:], rollout_times[warmup:]
     history = [h for h in trainer.state.log_history if "loss" in h]
-    completion_tokens = 64 * LENGTH
+    completion_tokens = COMPLETIONS * LENGTH
     timing, step, params = _timing(clock, trainer)
+    gen_s, rollout_s = statistics.median(gens), statistics.median(rollouts)
+    train_s = step - rollout_s  # forward, backward, optimizer, logging
+    tokens = completion_tokens + prompt_tokens[-1]
     result = dict(
         bench="grpo",
         arm=arm,
+        length=LENGTH,
+        completions=COMPLETIONS,
         **timing,
-        gen_s=statistics.median(gens),
-        gen_tokens_per_s=completion_tokens / statistics.median(gens),
+        gen_s=gen_s,
+        score_logprob_s=rollout_s - gen_s,  # rewards, advantages and any old/reference log-probs
+        train_s=train_s,
+        tokens_per_s_gpu=tokens / step / _gpus(),
+        gen_tokens_per_s=completion_tokens / gen_s,
         train_tokens_per_s=completion_tokens / step,
-        mfu_train=8 * params * completion_tokens / step / PEAK_BF16,
+        mfu_train=8 * params * tokens / train_s / PEAK_BF16,  # 6 N a token, + 2 N for checkpointing's recompute
         peak_gib=_peak_gib(),
         peak_requested_gib=_peak_requested_gib(),
-        rollout_held_mib=max(held[warmup:]) / 2**20,
+        rollout_held_mib=max(trainer._bench_held[warmup:]) / 2**20,
+        peak_gib_after_rollouts=trainer._bench_peaks,
         decode_graphs=getattr(getattr(trainer, "_sampler", None), "use_graphs", None),
         losses=[h["loss"] for h in history],
         rewards=[h.get("reward") for h in history],
     )
     del trainer
     return result
+
+
+def _time_rollouts(trainer) -> tuple[list[float], list[float], list[int]]:
+    """Wrap a GRPO trainer's generation and its whole rollout (generation, rewards, log-probs) with synchronised
+    timers; the lists fill as it trains (also the prompt tokens of each generation, and in trainer._bench_held the
+    device memory a rollout leaves allocated beyond what was before it)."""
+    gen_times, rollout_times, prompt_tokens = [], [], []
+    trainer._bench_held, trainer._bench_peaks = [], []
+    generate, rollout = trainer._generate_single_turn, trainer._generate_and_score_completions
+
+    def timed_generate(prompt_ids, *a, **k):
+        _sync()
+        start, before = time.perf_counter(), _allocated()
+        out = generate(prompt_ids, *a, **k)
+        _sync()
+        gen_times.append(time.perf_counter() - start)
+        trainer._bench_held.append(_allocated() - before)
+        trainer._bench_peaks.append(_peak_gib())  # the arm's peak so far, read after each rollout
+        prompt_tokens.append(sum(len(p) for p in prompt_ids))
+        return out
+
+    def timed_rollout(*a, **k):
+        _sync()
+        start = time.perf_counter()
+        out = rollout(*a, **k)
+        _sync()
+        rollout_times.append(time.perf_counter() - start)
+        return out
+
+    trainer._generate_single_turn, trainer._generate_and_score_completions = timed_generate, timed_rollout
+    return gen_times, rollout_times, prompt_tokens
+
+
+def _gpus() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 @restored_modeling_modules()
@@ -421,8 +481,10 @@ def compare(results: list[dict]) -> list[dict]:
     and the largest gap between the first round's loss curves (same seed and data: a lever that changes results
     shows up there)."""
     rows = []
-    for bench, rate in RATE.items():
-        ok = [r for r in results if r["bench"] == bench and "error" not in r]
+    groups = sorted({(r["bench"], r.get("length")) for r in results if r["bench"] in RATE}, key=str)
+    for bench, length in groups:
+        rate = RATE[bench]
+        ok = [r for r in results if (r["bench"], r.get("length")) == (bench, length) and "error" not in r]
         arms = {a: [r for r in ok if r["arm"] == a] for a in sorted({r["arm"] for r in ok})}
         if "stock" not in arms:
             continue
@@ -435,7 +497,7 @@ def compare(results: list[dict]) -> list[dict]:
             reference = memory_reference(bench, arm, arms)
             rows.append(
                 dict(
-                    bench=bench,
+                    bench=bench if sum(g[0] == bench for g in groups) == 1 else f"{bench}_{length}",
                     arm=arm,
                     stock=med["stock"],
                     ours=med[arm],
@@ -450,7 +512,7 @@ def compare(results: list[dict]) -> list[dict]:
 
 def checkpointed(bench: str, arm: str) -> bool:
     """Whether an arm keeps TRL's default activation checkpointing (every GRPO arm does)."""
-    return bench == "grpo" or SFT_ARMS[arm].get("activation_checkpointing", True)
+    return bench.startswith("grpo") or SFT_ARMS[arm].get("activation_checkpointing", True)
 
 
 def memory_reference(bench: str, arm: str, arms: dict) -> str:
@@ -503,11 +565,23 @@ def log_to_mlflow(results: list[dict], rows: list[dict], summary: str) -> None:
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench-results")))
-    parser.add_argument("--phases", nargs="+", default=["grpo", "sft"], choices=["grpo", "sft"])
+    phases = ["grpo", "sft", "decode", "sample"]
+    parser.add_argument("--phases", nargs="+", default=["grpo", "sft"], choices=phases)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument(
         "--arms", nargs="+", default=["stock", "stock_nogc", "ours", "ours_gc", "ours_budget", "ours_liger"]
     )
+    parser.add_argument("--shape", default="tiny", choices=sorted(SHAPES), help="model shape and vocabulary")
+    parser.add_argument("--lengths", nargs="+", type=int, default=[LENGTH], help="GRPO completion lengths")
+    parser.add_argument("--group", type=int, default=GROUP, help="GRPO generations per prompt")
+    parser.add_argument("--completions", type=int, default=COMPLETIONS, help="GRPO completions a step")
+    parser.add_argument("--micro-batch", type=int, default=None, help="GRPO completions a micro-batch (default: all)")
+    parser.add_argument("--steps", type=int, nargs=2, default=None, metavar=("WARMUP", "MEASURED"), help="GRPO steps")
+    parser.add_argument("--stock-steps", type=int, nargs=2, default=None, metavar=("WARMUP", "MEASURED"))
+    parser.add_argument(
+        "--decode-variants", nargs="+", default=["prefix", "full"], choices=["prefix", "full"], help="phase decode"
+    )
+    parser.add_argument("--sample-prompts", type=int, default=16, help="phase sample: prompts (x k=4 samples)")
     parser.add_argument("--profile", nargs="*", default=[], metavar="BENCH:ARM", help="e.g. sft:ours grpo:ours")
     parser.add_argument("--syncs", nargs="*", default=[], metavar="BENCH:ARM", help="count host syncs a step")
     parser.add_argument("--tiny", action="store_true", help="a tiny model and lengths: a smoke run of the code paths")
@@ -523,39 +597,120 @@ def _arguments() -> argparse.Namespace:
                 parser.error(f"{option} '{spec}': give BENCH:ARM, e.g. sft:ours or grpo:ours")
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.completions % args.group or args.completions % (args.micro_batch or args.completions):
+        parser.error("--completions must be a multiple of --group and of --micro-batch")
     return args
+
+
+def _configure(args: argparse.Namespace) -> dict:
+    """Set the module's shape and GRPO globals from the arguments; (warm-up, measured) steps per phase and arm."""
+    global LENGTH, SEQ, VOCAB, COMPLETIONS, GROUP, MICRO
+    backbone, VOCAB = SHAPES[args.shape]
+    MODEL_SHAPE.clear()
+    MODEL_SHAPE.update(backbone)
+    COMPLETIONS, GROUP, MICRO = args.completions, args.group, args.micro_batch
+    steps = {"grpo": (2, 4), "sft": (3, 8)}
+    if args.tiny:
+        LENGTH, SEQ = 8, 64
+        args.lengths = [LENGTH]
+        MODEL_SHAPE.update(
+            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+        )
+        steps = {"grpo": (1, 1), "sft": (1, 2)}
+    steps["grpo"] = tuple(args.steps or steps["grpo"])
+    steps["grpo_stock"] = tuple(args.stock_steps or steps["grpo"])
+    return steps
+
+
+def _record(args, result: dict, round_: int) -> dict:
+    result["round"] = round_
+    print("RESULT", json.dumps(result), flush=True)
+    with (args.out / "bench.jsonl").open("a") as f:
+        f.write(json.dumps(result) + "\n")
+    return result
+
+
+def _attempt(phase: str, arm: str, run) -> dict:
+    try:
+        return run()
+    except Exception as err:  # noqa: BLE001 - a failed arm is reported, the others still run
+        return dict(
+            bench=phase,
+            arm=arm,
+            length=LENGTH if phase == "grpo" else None,
+            error=f"{type(err).__name__}: {err}"[:1500],
+        )
+
+
+def _trainer_rounds(args, model_dir: Path, steps: dict) -> list[dict]:
+    """GRPO at each length and SFT, stock and ours alternating inside every round."""
+    global LENGTH
+    results = []
+    runners = {"grpo": run_grpo, "sft": run_sft}
+    for round_ in range(args.rounds):
+        for phase in (p for p in args.phases if p in runners):
+            for length in args.lengths if phase == "grpo" else [None]:
+                LENGTH = length or LENGTH
+                for arm in (a for a in args.arms if a in (GRPO_ARMS if phase == "grpo" else SFT_ARMS)):
+                    key = "grpo_stock" if phase == "grpo" and arm == "stock" else phase
+                    run = functools.partial(runners[phase], model_dir, arm, *steps[key])
+                    results.append(_record(args, _attempt(phase, arm, run), round_))
+    return results
+
+
+def _rollout_phases(args, model_dir: Path) -> list[dict]:
+    """Phases decode (ours with prefix attention and over the whole cache) and sample (ours vs HF generate)."""
+    from models.benchmarks import rollout
+
+    results = []
+    if "decode" in args.phases:
+        bandwidth = rollout.copy_bandwidth()
+        results.append(_record(args, dict(bench="copy", arm="device", bytes_per_s=bandwidth), 0))
+        longest = max(args.lengths)
+        lengths = {"prefix": longest, "full": min(longest, 2048)}  # the whole-cache attention only to 2k: slow
+        for variant, length in ((v, lengths[v]) for v in args.decode_variants):
+            run = functools.partial(rollout.decode_curve, model_dir, COMPLETIONS, length, variant, bandwidth)
+            results.append(_record(args, _attempt("decode", variant, run), 0))
+            _free()
+    if "sample" in args.phases:
+        length = 1024 if 1024 in args.lengths else max(args.lengths)
+        for fast in (False, True):
+            run = functools.partial(rollout.sampling_throughput, model_dir, args.sample_prompts, 4, length, fast)
+            results.append(_record(args, _attempt("sample", "ours" if fast else "hf_generate", run), 0))
+            _free()
+    return results
+
+
+def rollout_table(results: list[dict]) -> str:
+    """Decode step against length (ours, the old full-cache attention, the bandwidth floor) and sampling rates."""
+    lines = []
+    for r in (r for r in results if r["bench"] == "decode" and "error" not in r):
+        every = max(1, len(r["step_ms"]) // 8)
+        points = [
+            f"{t}: {ms:.2f} ms (floor {f:.2f})"
+            for t, ms, f in list(zip(r["at_tokens"], r["step_ms"], r["floor_ms"], strict=True))[::every]
+        ]
+        lines.append(f"decode {r['arm']} batch {r['batch']}, ms a step at N cached tokens: " + "; ".join(points))
+    rates = {r["arm"]: r for r in results if r["bench"] == "sample" and "error" not in r}
+    if {"ours", "hf_generate"} <= rates.keys():
+        ours, hf = rates["ours"]["gen_tokens_per_s"], rates["hf_generate"]["gen_tokens_per_s"]
+        lines.append(f"sample generated tokens/s: hf_generate {hf:.0f} -> ours {ours:.0f} ({ours / hf:.2f}x)")
+    return "\n".join(lines)
 
 
 def main() -> None:
     args = _arguments()
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.tiny:
-        global LENGTH, SEQ
-        LENGTH, SEQ = 8, 64
-        MODEL_SHAPE.update(
-            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
-        )
-    model_dir = Path(tempfile.mkdtemp()) / "qwen2-372m"
+    steps = _configure(args)
+    model_dir = Path(tempfile.mkdtemp()) / f"qwen2-{args.shape}"
     build_model(model_dir)
-    results = []
-    runners = {"grpo": run_grpo, "sft": run_sft}
-    steps = {"grpo": (1, 1), "sft": (1, 2)} if args.tiny else {"grpo": (2, 4), "sft": (3, 8)}  # (warm-up, measured)
-    for round_ in range(args.rounds):  # stock and ours alternate inside every round
-        for phase in args.phases:
-            for arm in (a for a in args.arms if a in (GRPO_ARMS if phase == "grpo" else SFT_ARMS)):
-                try:
-                    result = runners[phase](model_dir, arm, *steps[phase])
-                except Exception as err:  # noqa: BLE001 - a failed arm is reported, the others still run
-                    result = dict(bench=phase, arm=arm, error=f"{type(err).__name__}: {err}"[:1500])
-                result["round"] = round_
-                results.append(result)
-                print("RESULT", json.dumps(result), flush=True)
-                with (args.out / "bench.jsonl").open("a") as f:
-                    f.write(json.dumps(result) + "\n")
+    results = _trainer_rounds(args, model_dir, steps)
+    results += _rollout_phases(args, model_dir)
     rows = compare(results)
-    summary = table(rows)
+    summary = "\n".join(filter(None, [table(rows), rollout_table(results)]))
     print(summary)
     (args.out / "summary.txt").write_text(summary + "\n")
+    runners = {"grpo": run_grpo, "sft": run_sft}
     for spec in args.syncs:
         bench, arm = spec.split(":")
         print(host_syncs(runners[bench], model_dir, bench, arm, args.out), flush=True)

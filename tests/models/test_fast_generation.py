@@ -52,6 +52,45 @@ def test_min_new_tokens_holds_back_eos_and_rows_pad_after_eos(tiny):
     assert out.shape[1] < 64  # stopped early once every row had ended (checked every 32 steps)
 
 
+def _peaked_qwen2(vocab: int = 96):
+    """A random Qwen2 with grouped-query attention (4 query heads share 2 key/value heads) and peaked logits, so
+    greedy decoding has no near-ties over thousands of tokens."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    shape = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
+    config = Qwen2Config(vocab_size=vocab, num_key_value_heads=2, initializer_range=0.2, **shape)
+    return Qwen2ForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("new_tokens", [1024, pytest.param(2048, marks=pytest.mark.slow)])
+def test_greedy_matches_hf_generate_at_length_with_grouped_heads_and_padding(new_tokens):
+    """Past several prefix-length buckets (prefix attention over the filled slots only) and with left padding."""
+    model = _peaked_qwen2()
+    input_ids = torch.tensor([[0, 0, 0, 5, 6, 7], [1, 2, 3, 4, 5, 6]])
+    batch = dict(input_ids=input_ids, attention_mask=(input_ids != 0).long())
+    kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=0)
+    hf_eos = dict(eos_token_id=1)  # the id the sampler treats as EOS below (held back by min_new_tokens in both)
+    reference = model.generate(**batch, do_sample=False, **kwargs, **hf_eos)[:, input_ids.shape[1] :]
+    sampler = StaticSampler(model)
+    assert sampler.prefix
+    assert torch.equal(_generate(sampler, batch, top_k=1, eos_token_ids=[1], **kwargs), reference)
+
+
+def test_prefix_attention_equals_attention_over_the_whole_cache():
+    from models.fast_generation import prefix_attention
+
+    torch.manual_seed(0)
+    query, cache = torch.randn(3, 8, 1, 16), torch.randn(2, 3, 2, 300, 16)
+    mask = torch.rand(3, 1, 1, 300) < 0.7
+    mask[..., 256:] = False  # slots past the filled prefix
+    full = torch.nn.functional.scaled_dot_product_attention(
+        query, cache[0].repeat_interleave(4, 1), cache[1].repeat_interleave(4, 1), attn_mask=mask
+    )
+    out, _ = prefix_attention(None, query, cache[0], cache[1], mask[..., :256], scaling=16**-0.5)
+    assert torch.allclose(out, full.transpose(1, 2), atol=1e-5)
+
+
 def _hf_probs(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
     from transformers.generation.logits_process import (
         TemperatureLogitsWarper,
