@@ -165,13 +165,19 @@ def test_load_tokenizer_keeps_a_generic_tokenizer_exactly_as_saved(qwen2_shaped)
 
 def test_heldout_overlap_metric_counts_every_training_source(tmp_path):
     from models.eval_stage import heldout_overlap
+    from models.factory import model_record
+    from models.stage_io import stage_spec
+    from tasks.stages import evaluation_inputs
+
+    def overlap_of(recipe) -> int:
+        model = model_record(recipe.model.base, "base_model")
+        spec = stage_spec("evaluate", recipe, evaluation_inputs(recipe, model))
+        return heldout_overlap(spec, build_splits(spec.data, spec.seed))
 
     recipe = small_recipe()
-    splits = build_splits(recipe.data, recipe.seed)
-    assert heldout_overlap(recipe, splits) == 0
-    path = write_cold_start(tmp_path / "general.jsonl", splits["eval"][:3])
-    planted = small_recipe(f"data.non_reasoning={path}")
-    assert heldout_overlap(planted, build_splits(planted.data, planted.seed)) == 3
+    assert overlap_of(recipe) == 0
+    path = write_cold_start(tmp_path / "general.jsonl", build_splits(recipe.data, recipe.seed)["eval"][:3])
+    assert overlap_of(small_recipe(f"data.non_reasoning={path}")) == 3  # the rows come through their input record
 
 
 @pytest.mark.parametrize("name", ["tiny.yaml", "tiny-qa-file.yaml"])
