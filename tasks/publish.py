@@ -9,6 +9,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from models.config import Recipe
 from models.records import Artifact
+from models.stages import trained_stages
 from models.storage import artifact_store
 from models.tracking import client
 from tasks.pipeline_run import PipelineRun
@@ -195,5 +196,6 @@ def summarize(
     mlflow_client.log_text(pipeline.parent_run_id, markdown, "summary/summary.md")
     for key, value in overall.items():
         mlflow_client.log_metric(pipeline.parent_run_id, key.replace("eval/", "eval/final_vs_cold_start_"), value)
-    _log_figures(pipeline, rows, {s: stage_runs[s] for s in ("reasoning_rl", "final_rl")})
+    rl_stages = [s.name for s in trained_stages("grpo") if s.name in stage_runs]
+    _log_figures(pipeline, rows, {s: stage_runs[s] for s in rl_stages})
     return markdown
