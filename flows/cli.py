@@ -94,6 +94,22 @@ def evaluate(model: str, recipe: Recipe) -> int:
     return 0
 
 
+def loaded_recipe(path: str | None, overrides: list[str]) -> Recipe | None:
+    """The validated recipe, or None after printing its one-line error."""
+    try:
+        return load_recipe(path or None, overrides)
+    except RecipeError as err:
+        print(f"recipe error: {err}", file=sys.stderr)
+        return None
+
+
+def refused(kind: str, problem: str | None) -> bool:
+    """Print a problem as one line `<kind> error: ...`; whether there was one."""
+    if problem:
+        print(f"{kind} error: {problem}", file=sys.stderr)
+    return bool(problem)
+
+
 def stage_main(argv: list[str]) -> int:
     """`r1-run stage NAME --from-run RUN`: one stage from the records of an earlier pipeline run (flows/one_stage)."""
     from models.stages import PIPELINE
@@ -105,15 +121,11 @@ def stage_main(argv: list[str]) -> int:
     parser.add_argument("--in-process", action="store_true", help="run in this process (default: its own process)")
     parser.add_argument("overrides", nargs="*", help="key.path=value overrides")
     args = parser.parse_intermixed_args(argv)
-    try:
-        recipe = load_recipe(args.recipe or None, args.overrides)
-    except RecipeError as err:
-        print(f"recipe error: {err}", file=sys.stderr)
+    recipe = loaded_recipe(args.recipe, args.overrides)
+    if recipe is None or refused("data", data_problem(recipe)):
         return 2
     configure_environment()
-    problem = storage_problem(recipe)
-    if problem:
-        print(f"storage error: {problem}", file=sys.stderr)
+    if refused("storage", storage_problem(recipe)):
         return 2
     from mlflow.exceptions import MlflowException
 
@@ -138,26 +150,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--evaluate", metavar="MODEL", help="only evaluate MODEL (models:/name@alias, folder, hub id)")
     parser.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. final_rl.trl.max_steps=80")
     args = parser.parse_args(argv)
-    try:
-        recipe = load_recipe(args.recipe or None, args.overrides)
-    except RecipeError as err:
-        print(f"recipe error: {err}", file=sys.stderr)
-        return 2
-    problem = args.evaluate and model_problem(args.evaluate)
-    if problem:
-        print(f"model error: {problem}", file=sys.stderr)
-        return 2
-    problem = data_problem(recipe)
-    if problem:
-        print(f"data error: {problem}", file=sys.stderr)
+    recipe = loaded_recipe(args.recipe, args.overrides)
+    model = args.evaluate and model_problem(args.evaluate)
+    if recipe is None or refused("model", model) or refused("data", data_problem(recipe)):
         return 2
     if args.check:
         print(f"recipe ok: {recipe.name}")
         return 0
     configure_environment()
-    problem = storage_problem(recipe)
-    if problem:
-        print(f"storage error: {problem}", file=sys.stderr)
+    if refused("storage", storage_problem(recipe)):
         return 2
     if args.evaluate:
         return evaluate(args.evaluate, recipe)

@@ -10,27 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 from pathlib import Path
 
-from models.resume import COMPLETE, RUN_FILE, CheckpointHooks
+from models.resume import COMPLETE, RUN_FILE, CheckpointHooks, in_step_order
 from models.storage import StorageError
 from models.stores import ArtifactStore
 
-CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 log = logging.getLogger(__name__)
-
-
-def _steps(names) -> list[str]:
-    """checkpoint-N names in step order."""
-    found = [name for name in names if CHECKPOINT.fullmatch(name)]
-    return sorted(found, key=lambda name: int(CHECKPOINT.fullmatch(name).group(1)))
 
 
 def push_checkpoint(store: ArtifactStore, area: str, folder: Path) -> None:
     """Push one complete checkpoint folder, then drop the store's checkpoints the local rotation removed."""
     store.push_dir(folder, f"{area}/{folder.name}")
-    local = set(_steps(p.name for p in folder.parent.iterdir() if p.is_dir()))
+    local = set(in_step_order(p.name for p in folder.parent.iterdir() if p.is_dir()))
     for name in set(store.list_dirs(area)) - local:
         store.remove(f"{area}/{name}")
 
@@ -43,7 +35,7 @@ def pull_latest(store: ArtifactStore, area: str, local_area: Path) -> Path | Non
     if not (local_area / RUN_FILE).is_file():
         with contextlib.suppress(StorageError):  # no attempt recorded yet: nothing to close or continue
             (local_area / RUN_FILE).write_text(store.get_text(run_file))
-    names = _steps(store.list_dirs(area))
+    names = in_step_order(store.list_dirs(area))
     if not names:
         return None
     target = local_area / names[-1]

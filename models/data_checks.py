@@ -13,6 +13,7 @@ run call `check_data`): each problem is one line (DataError) that names the file
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -135,7 +136,28 @@ def model_context(source: str) -> int | None:
 
 
 def check_data(recipe: Recipe, tokenizer=None, context: int | None = None) -> dict[str, list[Problem]]:
-    """All data checks of a recipe; returns the splits. `tokenizer` None: the base model's own is loaded."""
+    """All data checks of a recipe; returns the splits. `tokenizer` None: the base model's own is loaded, and a recipe
+    whose data files are unchanged since it passed in this process is not checked again (the CLI checks, then the
+    flow it starts)."""
+    if tokenizer is None:
+        return _checked(recipe.model_dump_json(), _data_fingerprints(recipe))
+    return _check(recipe, tokenizer, context)
+
+
+def _data_fingerprints(recipe: Recipe) -> tuple[str, ...]:
+    """The content fingerprints of the data files a recipe names (problems, cold start, non-reasoning rows)."""
+    from models.sources import source_record
+
+    records = (source_record(name, recipe) for name in ("problem_file", "cold_start_data", "non_reasoning_data"))
+    return tuple(record.fingerprint for record in records if record is not None)
+
+
+@functools.lru_cache(maxsize=4)
+def _checked(recipe_json: str, data_fingerprints: tuple[str, ...]) -> dict[str, list[Problem]]:
+    return _check(Recipe.model_validate_json(recipe_json), None, None)
+
+
+def _check(recipe: Recipe, tokenizer, context: int | None) -> dict[str, list[Problem]]:
     from models.factory import load_tokenizer
 
     try:

@@ -137,14 +137,20 @@ def checkpoint_problem(every: int, knobs: dict[str, Any], stage: str = "") -> st
     return None
 
 
-def _step(folder: Path) -> int:
-    return int(folder.name.removeprefix("checkpoint-"))
+def checkpoint_step(name: str) -> int | None:
+    """N of a `checkpoint-N` folder name; None for any other name."""
+    number = name.removeprefix("checkpoint-")
+    return int(number) if name.startswith("checkpoint-") and number.isdigit() else None
+
+
+def in_step_order(names) -> list[str]:
+    """The `checkpoint-N` names among `names`, oldest first."""
+    return sorted((name for name in names if checkpoint_step(name) is not None), key=checkpoint_step)
 
 
 def checkpoints(work_area: Path) -> list[Path]:
     """The checkpoint folders in a work area, oldest first."""
-    found = [p for p in work_area.glob("checkpoint-*") if p.is_dir() and p.name.removeprefix("checkpoint-").isdigit()]
-    return sorted(found, key=_step)
+    return [work_area / name for name in in_step_order(p.name for p in work_area.glob("checkpoint-*") if p.is_dir())]
 
 
 def last_complete(work_area: Path) -> Path | None:
