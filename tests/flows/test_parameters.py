@@ -59,3 +59,9 @@ def test_deployment_style_call_fails_the_run_at_once(prefect_server):
     assert state.is_failed() and state.message.startswith("recipe error: final_rl.trl.learning_rat")
     state = r1_evaluate(model="", return_state=True)
     assert state.is_failed() and state.message.startswith("model error: no model given")
+
+
+def test_a_stage_deployment_needs_a_server(monkeypatch):
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with pytest.raises(ParameterError, match="^launch error: .*needs a Prefect server: export PREFECT_API_URL"):
+        checked_recipe(None, None, ["launch.stage_deployment=r1-stage-spec/h800"])
