@@ -47,7 +47,9 @@ def check_template(template: Any, source: str) -> dict[str, Any]:
     if not isinstance(template, dict) or not {"job_configuration", "variables"} <= template.keys():
         raise TemplateError(f"{source}: a base job template needs 'job_configuration' and 'variables' keys")
     if unused := unreferenced_variables(template):
-        raise TemplateError(f"{source}: variables {sorted(unused)} are never used as {{{{ name }}}} in job_configuration")
+        raise TemplateError(
+            f"{source}: variables {sorted(unused)} are never used as {{{{ name }}}} in job_configuration"
+        )
     if undeclared := undeclared_placeholders(template):
         raise TemplateError(f"{source}: placeholders {sorted(undeclared)} name no variable in variables.properties")
     return template
@@ -63,9 +65,3 @@ def load_template(path: str | Path) -> dict[str, Any]:
     except json.JSONDecodeError as err:
         raise TemplateError(f"{path}: not valid JSON ({err})") from None
     return check_template(template, str(path))
-
-
-def variable_defaults(template: dict[str, Any]) -> dict[str, Any]:
-    """Each variable's default, where it has one that is not null (what Prefect renders with)."""
-    properties = template["variables"].get("properties", {})
-    return {name: spec["default"] for name, spec in properties.items() if spec.get("default") is not None}

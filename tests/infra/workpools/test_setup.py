@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 def run_setup_cli(api_url: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PREFECT_API_URL": api_url, "PREFECT_HOME": os.environ.get("PREFECT_HOME", "/tmp")}
+    env = {**os.environ, "PREFECT_API_URL": api_url}
     command = [sys.executable, "-m", "infra.workpools.setup", *args]
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
 
@@ -81,7 +81,9 @@ def test_setup_refuses_a_pool_of_another_type(on_prefect_api):
 
     asyncio.run(make_process_pool_named_gpu())
     try:
-        with pytest.raises(SetupError, match=f"exists with type 'process', not 'kubernetes'.*work-pool delete {GPU_POOL}"):
+        with pytest.raises(
+            SetupError, match=f"exists with type 'process', not 'kubernetes'.*work-pool delete {GPU_POOL}"
+        ):
             setup(gpu_nodes=1)
     finally:
         asyncio.run(_delete_pool(GPU_POOL))
