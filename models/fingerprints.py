@@ -23,6 +23,7 @@ import logging
 import re
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
 from typing import Literal
@@ -32,6 +33,7 @@ from models.records import META_FILES
 
 log = logging.getLogger(__name__)
 RACY_S = 2.0  # files modified this recently are hashed but not cached
+HASH_THREADS = 4  # files of a folder hashed at once (hashlib and file reads release the GIL)
 HUB_TIMEOUT_S = 10.0
 FULL_SHA = re.compile(r"[0-9a-f]{40}")
 RepoType = Literal["model", "dataset"]
@@ -96,9 +98,12 @@ def content_fingerprint(path: Path) -> str:
         return file_digest(path)[:16]
     if not path.is_dir():
         raise SourceError(f"no file or folder at '{path}'; give an existing path or a hub id")
+    files = _content_files(path)
+    with ThreadPoolExecutor(max_workers=HASH_THREADS) as pool:
+        digests = list(pool.map(file_digest, files))
     digest = hashlib.sha256(b"folder\0")
-    for file in _content_files(path):
-        digest.update(f"{file.relative_to(path).as_posix()}\0{file.stat().st_size}\0{file_digest(file)}\n".encode())
+    for file, file_sha in zip(files, digests, strict=True):
+        digest.update(f"{file.relative_to(path).as_posix()}\0{file.stat().st_size}\0{file_sha}\n".encode())
     return digest.hexdigest()[:16]
 
 
