@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -11,7 +13,7 @@ from models.config import Recipe
 from models.records import Artifact
 from models.stages import trained_stages
 from models.storage import artifact_store
-from models.tracking import client
+from models.tracking import client, example_prompt, save_generation_model
 from tasks.pipeline_run import PipelineRun
 
 EVAL_COLUMNS = (
@@ -26,8 +28,10 @@ EVAL_COLUMNS = (
 
 @task(retries=2)
 def register_model(recipe: Recipe, final: Artifact, alias: str = "candidate") -> str:
-    """Log the final checkpoint into its stage run and register it as `<registered_name>@<alias>`. Idempotent:
-    a model with the same fingerprint already registered keeps its version."""
+    """Log the final checkpoint into its stage run as an MLflow transformers model (text-generation pipeline with a
+    signature) and register it as `<registered_name>@<alias>`. Idempotent: a model with the same fingerprint
+    already registered keeps its version. The version's source is the copy under the run's artifact URI (s3://...
+    with an S3 store)."""
     mlflow_client, name = client(), recipe.model.registered_name
     if not mlflow_client.search_registered_models(f"name = '{name}'"):
         mlflow_client.create_registered_model(name, description=f"Final model of the '{recipe.name}' R1 pipeline.")
@@ -35,18 +39,34 @@ def register_model(recipe: Recipe, final: Artifact, alias: str = "candidate") ->
     if same:
         version = same[0].version
     else:
-        folder = artifact_store(recipe.storage).local_copy(final)
-        mlflow_client.log_artifacts(final.mlflow_run_id, str(folder), "model")
-        artifact_uri = mlflow_client.get_run(final.mlflow_run_id).info.artifact_uri  # s3://... with an S3 store
+        _log_mlflow_model(recipe, final)
+        artifact_uri = mlflow_client.get_run(final.mlflow_run_id).info.artifact_uri
         version = mlflow_client.create_model_version(
             name,
             source=f"{artifact_uri}/model",
             run_id=final.mlflow_run_id,
             tags={"fingerprint": final.fingerprint, "stage": final.stage, "pipeline": recipe.name},
+            description=LOAD_HINT.format(name=name),
         ).version
     mlflow_client.set_registered_model_alias(name, alias, version)
     get_run_logger().info("registered %s version %s as @%s", name, version, alias)
     return version
+
+
+LOAD_HINT = (
+    "An MLflow transformers model (text-generation): "
+    "`mlflow.pyfunc.load_model('models:/{name}@candidate').predict([prompt])` returns the completions; "
+    "`mlflow.transformers.load_model(...)` gives the transformers pipeline."
+)
+
+
+def _log_mlflow_model(recipe: Recipe, final: Artifact) -> None:
+    """The final checkpoint saved as an MLflow model and logged as the `model` artifact of its stage run."""
+    with tempfile.TemporaryDirectory(prefix="r1-mlflow-model-") as tmp:
+        saved = Path(tmp) / "model"
+        prompt = example_prompt(recipe.data.prompt_style)
+        save_generation_model(artifact_store(recipe.storage).local_copy(final), saved, prompt, recipe.evaluation.max_new_tokens)
+        client().log_artifacts(final.mlflow_run_id, str(saved), "model")
 
 
 def _eval_metrics(evaluation: Artifact, pipeline: PipelineRun) -> dict[str, float]:
