@@ -23,7 +23,7 @@ from models.generation import sample
 from models.resume import NO_HOOKS, CheckpointHooks, ReferencePolicy, TrainerAttributes, resumed_train, trainer_args
 from models.rewards import REWARDS, general_quality_reward
 from models.stage_io import StageSpec, scratch_dir
-from models.tracking import log_curve_png
+from models.tracking import log_curve_png, log_trainer_settings
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,7 @@ def train_grpo(
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
     )
+    log_trainer_settings(args, trainer.model)  # every TRL argument, once, as an artifact (params: the stage's settings)
     if mlflow.active_run():
         prompts = [{"prompt": str(r["prompt"]), "answer": r["answer"], "task": r["task"]} for r in rows]
         source = problem_source(spec.data)

@@ -56,16 +56,21 @@ def _wait_for_everyone(state) -> None:
         state.wait_for_everyone()
 
 
+@contextlib.contextmanager
 def _tracked(spec):
-    """The stage's MLflow run as the active run (TRL's MLflow callback then logs into it), or nothing."""
+    """The stage's MLflow run as the active run (TRL's MLflow callback then logs its metrics into it, but no params:
+    the stage's settings are logged once, by _log_spec), or nothing."""
     if not spec.mlflow_run_id:
-        return contextlib.nullcontext()
+        yield None
+        return
     import mlflow
 
     from models.storage import tracking_uri
+    from models.tracking import without_trainer_params
 
     mlflow.set_tracking_uri(tracking_uri())
-    return mlflow.start_run(run_id=spec.mlflow_run_id)
+    with without_trainer_params(), mlflow.start_run(run_id=spec.mlflow_run_id) as run:
+        yield run
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ from models.factory import load_model, precision_knobs
 from models.records import local_path
 from models.resume import NO_HOOKS, CheckpointHooks, TrainerAttributes, resumed_train, trainer_args
 from models.stage_io import StageSpec, scratch_dir
+from models.tracking import log_trainer_settings
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ def sft_trainer(
         | ({"accelerator_config": {"non_blocking": True}} if torch.cuda.is_available() else {})
         | precision_knobs(knobs),
     )
+    log_trainer_settings(args, model)  # every TRL argument, once, as an artifact (the params are the stage's settings)
     return FastSFTTrainer(
         model=model,
         args=args,

@@ -63,9 +63,8 @@ LOAD_HINT = (
 def _log_mlflow_model(recipe: Recipe, final: Artifact) -> None:
     """The final checkpoint saved as an MLflow model and logged as the `model` artifact of its stage run."""
     with tempfile.TemporaryDirectory(prefix="r1-mlflow-model-") as tmp:
-        saved = Path(tmp) / "model"
-        prompt = example_prompt(recipe.data.prompt_style)
-        save_generation_model(artifact_store(recipe.storage).local_copy(final), saved, prompt, recipe.evaluation.max_new_tokens)
+        saved, folder = Path(tmp) / "model", artifact_store(recipe.storage).local_copy(final)
+        save_generation_model(folder, saved, example_prompt(recipe.data.prompt_style), recipe.evaluation.max_new_tokens)
         client().log_artifacts(final.mlflow_run_id, str(saved), "model")
 
 
