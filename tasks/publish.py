@@ -13,8 +13,9 @@ from models.config import Recipe
 from models.records import Artifact
 from models.stages import trained_stages
 from models.storage import artifact_store
-from models.tracking import client, example_prompt, save_generation_model
+from models.tracking import client, example_prompt, run_url, save_generation_model
 from tasks.pipeline_run import PipelineRun
+from tasks.review import comparison_links, describe_runs, interval, log_figures
 
 EVAL_COLUMNS = (
     "eval/pass_at_1",
@@ -72,23 +73,13 @@ def _eval_metrics(evaluation: Artifact, pipeline: PipelineRun) -> dict[str, floa
     return json.loads((pipeline.store().local_copy(evaluation) / "metrics.json").read_text())
 
 
-def _interval(row: dict, key: str) -> str:
-    if f"{key}_ci_low" not in row:
-        return "–"
-    return (
-        f"{row[key]:+.3f} [{row[f'{key}_ci_low']:+.3f}, {row[f'{key}_ci_high']:+.3f}]"
-        if "gain" in key
-        else f"{row[key]:.3f} [{row[f'{key}_ci_low']:.3f}, {row[f'{key}_ci_high']:.3f}]"
-    )
-
-
 def _table(rows: list[dict]) -> str:
     head = (
         "| stage | pass@1 [95% CI] | gain over start [95% CI] | cons@k | pass@k | format | language | chars "
         "| alarms | cached | MLflow run |\n" + "|---" * 11 + "|\n"
     )
     return head + "\n".join(
-        f"| {r['stage']} | {_interval(r, 'eval/pass_at_1')} | {_interval(r, 'eval/pass_at_1_gain')} | "
+        f"| {r['stage']} | {interval(r, 'eval/pass_at_1')} | {interval(r, 'eval/pass_at_1_gain')} | "
         + " | ".join(f"{r[c]:.3f}" for c in EVAL_COLUMNS[1:5])
         + f" | {r[EVAL_COLUMNS[5]]:.1f} | {', '.join(r['alarms']) or '–'} | {r['cached']} | {r['run_link']} |"
         for r in rows
@@ -129,7 +120,7 @@ def _stage_rows(pipeline: PipelineRun, evaluations, models, stage_runs, cached, 
     rows = []
     for stage, evaluation in evaluations.items():
         run_id = stage_runs[stage]
-        link = f"[{run_id[:8]}]({ui_base}/#/experiments/{pipeline.experiment_id}/runs/{run_id})"
+        link = f"[{run_id[:8]}]({run_url(ui_base, pipeline.experiment_id, run_id)})"
         rows.append(
             {
                 "stage": stage,
@@ -141,27 +132,6 @@ def _stage_rows(pipeline: PipelineRun, evaluations, models, stage_runs, cached, 
             }
         )
     return rows
-
-
-def _log_figures(pipeline: PipelineRun, rows: list[dict], rl_runs: dict[str, str]) -> None:
-    """pass@1 with intervals per stage, and the reward curves of both RL stages, into the parent run."""
-    from models.plots import close, curves_figure, pass_at_1_figure
-
-    mlflow_client = client()
-    fig = pass_at_1_figure(rows)
-    mlflow_client.log_figure(pipeline.parent_run_id, fig, "plots/pass_at_1_by_stage.png")
-    close(fig)
-    for stage, run_id in rl_runs.items():
-        origin = mlflow_client.get_run(run_id).data.tags.get("origin_run_id", run_id)
-        keys = [
-            k
-            for k in mlflow_client.get_run(origin).data.metrics
-            if k == "reward" or (k.startswith("rewards/") and k.endswith("/mean")) or k == "heldout_check/pass_at_1"
-        ]
-        series = {k: sorted((m.step, m.value) for m in mlflow_client.get_metric_history(origin, k)) for k in keys}
-        fig = curves_figure(series, f"{stage}: rewards and held-out check")
-        mlflow_client.log_figure(pipeline.parent_run_id, fig, f"plots/{stage}_reward_curve.png")
-        close(fig)
 
 
 @task
@@ -191,20 +161,22 @@ def summarize(
     stats = json.loads((pipeline.store().local_copy(rejection) / "stats.json").read_text())
     raised = sorted({f"{r['stage']}: {a}" for r in rows for a in r["alarms"]})
     costs = _costs(recipe, pipeline, stage_runs)
+    parent_url = run_url(ui_base, pipeline.experiment_id, pipeline.parent_run_id)
     markdown = (
         f"# R1 pipeline `{recipe.name}`: {pipeline.flow_run_name}\n\n"
         f"Held-out evaluation ({int(rows[0]['eval/num_prompts'])} prompts, k={int(rows[0]['eval/k'])}, "
         f"T={recipe.evaluation.temperature}, top-p={recipe.evaluation.top_p}; gains are paired bootstrap "
         f"intervals over the same prompts):\n\n{_table(rows)}\n\n"
-        f"final_rl over cold_start_sft: pass@1 {_interval(overall, 'eval/pass_at_1_gain')}.\n\n"
+        f"final_rl over cold_start_sft: pass@1 {interval(overall, 'eval/pass_at_1_gain')}.\n\n"
         f"Reward-hacking alarms: {'; '.join(raised) if raised else 'none'}.\n\n"
         f"Rejection sampling: kept {stats['kept']} of {stats['sampled']} samples "
         f"({stats['prompts_covered']} of {stats['prompts']} prompts covered).\n\n"
         f"Registered model: `{recipe.model.registered_name}` version {version}; {promotion}.\n\n"
         f"Compute (R1 Table 7 style; ${recipe.launch.gpu_hour_usd:g}/GPU-hour; cached stages at their original "
         f"cost):\n\n{_cost_table(costs)}\n\n"
-        f"MLflow parent run: [{pipeline.parent_run_id[:8]}]({ui_base}/#/experiments/{pipeline.experiment_id}/runs/"
-        f"{pipeline.parent_run_id})\n"
+        f"Stage comparison in MLflow (pass@1 with intervals, both reward curves): "
+        f"{comparison_links(pipeline, stage_runs, ui_base)}.\n\n"
+        f"MLflow parent run: [{pipeline.parent_run_id[:8]}]({parent_url})\n"
     )
     create_markdown_artifact(markdown, key="r1-pipeline-summary", description=f"R1 pipeline {recipe.name}")
     mlflow_client = client()
@@ -215,6 +187,7 @@ def summarize(
     mlflow_client.log_text(pipeline.parent_run_id, markdown, "summary/summary.md")
     for key, value in overall.items():
         mlflow_client.log_metric(pipeline.parent_run_id, key.replace("eval/", "eval/final_vs_cold_start_"), value)
-    rl_stages = [s.name for s in trained_stages("grpo") if s.name in stage_runs]
-    _log_figures(pipeline, rows, {s: stage_runs[s] for s in rl_stages})
+    rl_runs = {s.name: stage_runs[s.name] for s in trained_stages("grpo") if s.name in stage_runs}
+    log_figures(pipeline, rows, rl_runs)
+    describe_runs(pipeline, rows, rl_runs, markdown, ui_base)
     return markdown
