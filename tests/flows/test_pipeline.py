@@ -140,11 +140,32 @@ def test_datasets_are_logged_as_inputs(first):
 
 
 def test_final_model_is_registered_as_candidate(first):
+    import mlflow
+
     from models.tracking import client
 
     version = client().get_model_version_by_alias("r1-e2e", "candidate")
     assert version.version == first["model_version"]
-    assert version.source.endswith("/model")
+    final = _children(first["parent_run_id"], first["experiment_id"])["final_rl"]
+    assert version.source == f"{final.info.artifact_uri}/model" and version.run_id == final.info.run_id
+    completion = mlflow.pyfunc.load_model("models:/r1-e2e@candidate").predict(["Q:4+3-2\nA:"])[0]
+    assert isinstance(completion, str) and completion
+
+
+@pytest.mark.parametrize(
+    "stage", ["cold_start_sft", "reasoning_rl", "rejection_sampling", "supervised_merge", "final_rl"]
+)
+def test_stage_runs_log_each_knob_once(first, stage):
+    params = _children(first["parent_run_id"], first["experiment_id"])[stage].data.params
+    assert params and all(key.startswith("config.") for key in params), sorted(params)[:5]  # none of TRL's own
+    leaves = [key.rsplit(".", 1)[-1] for key in params if key.startswith(f"config.{stage}.trl.")]
+    assert len(leaves) == len(set(leaves))
+
+
+def test_experiment_opens_as_model_training(first):
+    from models.tracking import client
+
+    assert client().get_experiment(first["experiment_id"]).tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_summary_artifact_and_parent_table(first):
@@ -247,10 +268,13 @@ def test_parent_run_holds_comparison_plots_and_overall_gain(first):
 
     paths = {a.path for a in client().list_artifacts(first["parent_run_id"], "plots")}
     assert paths == {
+        "plots/stage_comparison.png",
         "plots/pass_at_1_by_stage.png",
         "plots/reasoning_rl_reward_curve.png",
         "plots/final_rl_reward_curve.png",
     }
+    description = client().get_run(first["parent_run_id"]).data.tags["mlflow.note.content"]
+    assert "get-artifact?path=plots/stage_comparison.png" in description and "| final_rl |" in description
     metrics = client().get_run(first["parent_run_id"]).data.metrics
     assert "eval/final_vs_cold_start_pass_at_1_gain" in metrics
     assert metrics["cost/total_wall_s"] > 0 and metrics["cost/total_gpu_hours"] == 0.0  # a CPU run holds no GPU
