@@ -49,12 +49,14 @@ def curves_figure(series: dict[str, list[tuple[int, float]]], title: str):
 
 
 def stage_comparison_figure(rows: list[dict], rl_series: dict[str, dict[str, list[tuple[int, float]]]]):
-    """pass@1 per stage with intervals, then each RL stage's reward curves (`rl_series`: stage -> series), side by
-    side in one figure."""
-    fig, axes = plt.subplots(1, 1 + len(rl_series), figsize=(6 * (1 + len(rl_series)), 4.2), squeeze=False)
-    _pass_at_1_bars(axes[0][0], rows)
-    for ax, (stage, series) in zip(axes[0][1:], rl_series.items(), strict=True):
-        _curves(ax, series, f"{stage}: rewards and held-out check")
+    """pass@1 per stage with intervals on top, each RL stage's reward curves below (`rl_series`: stage -> series):
+    one figure about 850 px wide, the width of a run description in MLflow's UI."""
+    columns = max(1, len(rl_series))
+    fig = plt.figure(figsize=(8.5, 7 if rl_series else 3.5))
+    grid = fig.add_gridspec(2 if rl_series else 1, columns)
+    _pass_at_1_bars(fig.add_subplot(grid[0, :]), rows)
+    for column, (stage, series) in enumerate(rl_series.items()):
+        _curves(fig.add_subplot(grid[1, column]), series, f"{stage}: rewards and held-out check")
     fig.tight_layout()
     return fig
 
