@@ -2,8 +2,8 @@
 whose loss or gradients are not finite, a dump of the batch and the weights before that step, then the same loss
 recomputed in float32 without autocast (is bf16 the cause?) and term by term (which term is not finite?).
 
-    R1_PROBE_OUT=probe PYTHONPATH=<folder with a sitecustomize calling install_on_import()>:$PYTHONPATH \
-        python -m flows.cli seed=0
+    R1_PROBE_OUT=probe PYTHONPATH=<folder with a sitecustomize that calls install() once
+        trl.trainer.grpo_trainer is imported>:$PYTHONPATH python -m flows.cli seed=0
 
 Every process that imports TRL's GRPO trainer then writes probe/<pid>.jsonl (one line a step) and, at the first
 non-finite step, probe/<pid>_step<N>.pt plus a line with "nonfinite": true. The stage itself is left to run on, so
@@ -12,17 +12,12 @@ that NonFiniteGuard's stop is exercised as it would be without the probe. A diag
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.util
 import json
 import math
 import os
-import sys
 from pathlib import Path
 
 import torch
-
-TARGET = "trl.trainer.grpo_trainer"
 
 
 def _finite(value) -> bool:
@@ -147,25 +142,3 @@ def install() -> None:
     PROBE = Probe(Path(os.environ["R1_PROBE_OUT"]))
     original_compute_loss, original_training_step = GRPOTrainer._compute_loss, GRPOTrainer.training_step
     GRPOTrainer._compute_loss, GRPOTrainer.training_step = compute_loss, training_step
-
-
-class _InstallAfterImport(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name != TARGET:
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
-        run = spec.loader.exec_module
-
-        def exec_module(module):
-            run(module)
-            install()
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-
-def install_on_import() -> None:
-    """From a sitecustomize: install the probe once TRL's GRPO trainer is imported, if R1_PROBE_OUT is set."""
-    if os.environ.get("R1_PROBE_OUT"):
-        sys.meta_path.insert(0, _InstallAfterImport())
