@@ -3,12 +3,14 @@ prompt) attends to every key instead, so no row of the attention is fully masked
 
     use_padded_sdpa(model)   # models/grpo.py, before the policy trains
 
-GRPO batches are prompts left-padded to the longest one, then completions. Each pad's query row is fully masked.
-On a GPU, SDPA's fused kernels give such a row a finite output in the forward but can give it NaN gradients in the
-backward; a weight's gradient sums over every position, pads included, so one NaN there makes the whole gradient
-NaN (issue 12: final_rl, whose general prompts are two to three times longer than the reasoning prompts, went NaN
-within 35-130 steps on three seeds on the H200, with a finite loss). The pads are never scored, so what their rows
-attend to changes neither the loss nor any gradient of a real token; it only keeps the backward finite.
+GRPO batches are prompts left-padded to the longest one, then completions, so each pad's query row is fully
+masked. On the H200 (torch 2.11, bf16 autocast) SDPA picks its cuDNN backend, whose backward gives NaN gradients on
+such batches while the forward and the loss stay finite; a weight's gradient sums over every position, so the
+whole gradient goes NaN. final_rl hit it on all three seeds tried: its general prompts are two to
+three times longer than the reasoning prompts, so its pads are long. Replayed on the dumped batches
+(models/benchmarks/final_rl_replay.py): NaN with the cuDNN backend, finite with the efficient and math backends,
+in fp32, with eager attention and with this padded SDPA (README, issue 12). The pads are never scored, so what
+their rows attend to changes neither the loss nor any gradient of a real token; it only keeps the backward finite.
 """
 
 from __future__ import annotations
