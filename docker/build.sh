@@ -5,7 +5,7 @@
 #
 #   docker/build.sh worker r1-worker:dev [--build-arg BASE_IMAGE=local/debian:bookworm ...]
 #   docker/build.sh mlflow r1-mlflow:dev
-#   R1_TORCH_WHEELS=/opt/wheels docker/build.sh worker ...   # serve a folder of torch wheels to the build on 127.0.0.1
+#   R1_TORCH_WHEELS=/opt/wheels docker/build.sh worker ...   # torch wheels of that folder go in as --find-links
 #
 # R1_BUILD_CA: the CA bundle to add (default: the system one when present; set it empty to add none).
 set -euo pipefail
@@ -18,12 +18,7 @@ dockerfile="docker/${image}.Dockerfile"
 [ -f "$root/$dockerfile" ] || { echo "build error: no $dockerfile; choose worker or mlflow" >&2; exit 2; }
 
 context="$(mktemp -d)"
-server_pid=""
-cleanup() {
-    [ -z "$server_pid" ] || kill "$server_pid" 2>/dev/null || true
-    rm -rf "$context"
-}
-trap cleanup EXIT
+trap 'rm -rf "$context"' EXIT
 
 # files deleted but not yet committed are still in git's index: tar skips them
 (cd "$root" && git ls-files -z --cached --others --exclude-standard | tar --null -T - --ignore-failed-read -c 2>/dev/null) \
@@ -31,11 +26,8 @@ trap cleanup EXIT
 ca="${R1_BUILD_CA-/etc/ssl/certs/ca-certificates.crt}"
 if [ -n "$ca" ] && [ -f "$ca" ]; then cp "$ca" "$context/docker/build-ca/ca-certificates.crt"; fi
 
-args=()
 if [ -n "${R1_TORCH_WHEELS:-}" ]; then
-    port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-    python3 -m http.server --bind 127.0.0.1 --directory "$R1_TORCH_WHEELS" "$port" >/dev/null 2>&1 &
-    server_pid=$!
-    args+=(--build-arg "TORCH_FIND_LINKS=http://127.0.0.1:${port}/")
+    cp "$R1_TORCH_WHEELS"/torch-*.whl "$context/docker/wheels/" \
+        || { echo "build error: no torch-*.whl in R1_TORCH_WHEELS=$R1_TORCH_WHEELS" >&2; exit 2; }
 fi
-DOCKER_BUILDKIT=0 docker build --network host -f "$context/$dockerfile" -t "$tag" "${args[@]}" "$@" "$context"
+DOCKER_BUILDKIT=0 docker build --network host -f "$context/$dockerfile" -t "$tag" "$@" "$context"

@@ -4,7 +4,8 @@
 #   docker run --gpus all --network host -e PREFECT_API_URL=http://127.0.0.1:4200/api -e R1_WORK_POOL=gpu r1-worker
 #
 # Our tests build it on a local Debian base with the CPU wheel (docker/build.sh, tests/docker/):
-#   --build-arg BASE_IMAGE=local/debian:bookworm --build-arg TORCH_VERSION=2.13.0+cpu ...
+#   R1_TORCH_WHEELS=/opt/wheels docker/build.sh worker r1-worker:cpu --build-arg BASE_IMAGE=local/debian:bookworm \
+#     --build-arg TORCH_VERSION=2.13.0+cpu --build-arg TORCH_INDEX_URL=https://pypi.org/simple
 # transformers, trl, prefect, mlflow, ... come pinned from pyproject.toml (tests/docker checks the image against it).
 # PREFECT_API_URL, MLFLOW_TRACKING_URI, R1_STORAGE_URI, R1_S3_ENDPOINT_URL and AWS_* are given at run time only.
 ARG BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
@@ -18,17 +19,16 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-# The build machine's CA bundle, when docker/build.sh put one in the context: used by pip in this stage only.
+# The build machine's CA bundle and torch wheels, when docker/build.sh put them in the context: this stage only.
 COPY docker/build-ca/ /tmp/build-ca/
+COPY docker/wheels/ /tmp/wheels/
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 # torch first and pinned (like the Makefile's TORCH_VERSION): CUDA wheels upstream, the CPU wheel in our tests.
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
-ARG TORCH_FIND_LINKS=
 RUN if [ -f /tmp/build-ca/ca-certificates.crt ]; then export PIP_CERT=/tmp/build-ca/ca-certificates.crt; fi \
-    && if [ -n "${TORCH_FIND_LINKS}" ]; then export PIP_FIND_LINKS="${TORCH_FIND_LINKS}"; fi \
-    && pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
+    && pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" --find-links /tmp/wheels "torch==${TORCH_VERSION}"
 
 # The project's dependencies from pyproject.toml alone, so a change of code does not download them again.
 COPY pyproject.toml /src/pyproject.toml

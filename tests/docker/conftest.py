@@ -110,3 +110,11 @@ def pip_list(image: str) -> dict[str, str]:
 
     listed = json.loads(docker("run", "--rm", "--network", "host", image, "pip", "list", "--format", "json").stdout)
     return {canonicalize_name(item["name"]): item["version"] for item in listed}
+
+
+@pytest.fixture(scope="session")
+def mlflow_image(docker_engine) -> str:
+    """docker/mlflow.Dockerfile built for real on the local Debian base."""
+    tag = "r1-mlflow:test"
+    run("bash", str(ROOT / "docker/build.sh"), "mlflow", tag, "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", timeout=1800)
+    return tag
