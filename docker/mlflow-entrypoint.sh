@@ -1,8 +1,13 @@
 #!/bin/sh
-# Entry point of the MLflow image: `mlflow server` with the backend and artifact destination given at run time.
+# Entry point of the MLflow image: `mlflow server` with the backend and artifact destination given at run time,
+# or, given a command, that command (docker run r1-mlflow pip list).
 #
 #   MLFLOW_BACKEND_STORE_URI=postgresql://... MLFLOW_ARTIFACTS_DESTINATION=s3://r1/mlflow r1-mlflow-entrypoint
 set -eu
+case "${1:-}" in
+"" | -*) ;;
+*) exec "$@" ;;
+esac
 if [ -z "${MLFLOW_BACKEND_STORE_URI:-}" ]; then
     echo "mlflow error: set MLFLOW_BACKEND_STORE_URI (e.g. postgresql://mlflow:PASSWORD@127.0.0.1:5432/mlflow)" >&2
     exit 2
