@@ -48,7 +48,8 @@ def test_installed_packages_satisfy_pyproject(worker_image):
 
 
 def test_a_wrong_version_counts_as_unmet():
-    assert unmet_requirements({"trl": "0.1.0"})[0].startswith("trl==")
+    unmet = unmet_requirements({"trl": "0.1.0"})
+    assert any(line.startswith("trl==") and "installed: 0.1.0" in line for line in unmet), unmet
 
 
 def test_image_runs_as_non_root_without_build_ca_or_credentials(worker_image):
@@ -109,14 +110,15 @@ def container_health(container: str, seconds: float) -> str:
     return status
 
 
-def test_worker_container_runs_a_flow_run_to_completed(worker_image, prefect_api, monkeypatch):
+def test_worker_container_runs_a_flow_run_to_completed(worker_image, prefect_api):
     from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    monkeypatch.setenv("PREFECT_API_URL", prefect_api)
     pool, health_port = f"docker-{uuid.uuid4().hex[:8]}", free_port()
     env = {"PREFECT_API_URL": prefect_api, "R1_WORK_POOL": pool, "PREFECT_WORKER_WEBSERVER_PORT": str(health_port)}
     flags = [arg for name, value in env.items() for arg in ("-e", f"{name}={value}")]
-    with get_client(sync_client=True) as client:
+    with temporary_settings({PREFECT_API_URL: prefect_api}), get_client(sync_client=True) as client:
+        assert str(client.api_url).startswith(prefect_api)  # the test's server, not an ephemeral one
         deployment_id = deployment_of_r1_evaluate(client, pool)
         container = docker("run", "-d", "--network", "host", *flags, worker_image).stdout.strip()
         try:
