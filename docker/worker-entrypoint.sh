@@ -2,7 +2,7 @@
 # Entry point of the worker image: a Prefect worker on $R1_WORK_POOL against $PREFECT_API_URL, or, given a
 # command, that command (docker run r1-worker python -m flows.cli --check --recipe ...).
 #
-#   R1_WORK_POOL=gpu PREFECT_API_URL=http://127.0.0.1:4200/api r1-worker-entrypoint [--limit 1]
+#   R1_WORK_POOL=r1-cpu PREFECT_API_URL=http://127.0.0.1:4200/api r1-worker-entrypoint [--limit 1]
 set -eu
 case "${1:-}" in
 "" | -*) ;;
