@@ -49,9 +49,12 @@ def _stat_key(path: Path) -> tuple[str, int, int, int, int]:
 
 
 def _digest_cache() -> sqlite3.Connection | None:
-    """The digest cache of this state folder (created on first use), or None if it cannot be opened."""
-    from models.storage import cache_root
+    """The digest cache of this state folder, or None if it cannot be opened. Only a state folder that exists gets one:
+    a check that fails (`--check`, a bad recipe) leaves no state folder behind."""
+    from models.storage import cache_root, state_dir
 
+    if not state_dir().is_dir():
+        return None
     try:
         cache_root().mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(cache_root() / "file_sha256.sqlite", timeout=30)
