@@ -224,6 +224,7 @@ def apply_deployments(stack: Stack) -> str:
 
 def save_ports(stack: Stack) -> None:
     ports = {"prefect_port": stack.prefect_port, "mlflow_port": stack.mlflow_port}
+    stack.folder.mkdir(parents=True, exist_ok=True)
     (stack.folder / "stack.json").write_text(json.dumps(ports))
 
 
