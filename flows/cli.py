@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import time
 
+from flows.parameters import data_problem, model_problem, storage_problem
 from models.config import Recipe
-from models.factory import source_problem
 from models.recipe import RecipeError, load_recipe
 from models.storage import default_tracking_uri, state_dir, tracking_uri
 
@@ -33,17 +32,6 @@ def configure_environment() -> None:
     state.mkdir(parents=True, exist_ok=True)
 
 
-def storage_problem(recipe: Recipe) -> str | None:
-    """Why the recipe's artifact store cannot be used (checked before anything starts), or None."""
-    from models.storage import StorageError, prepared_store
-
-    try:
-        prepared_store(recipe.storage)
-    except StorageError as err:
-        return str(err)
-    return None
-
-
 def ui_help() -> str:
     prefect_home = os.environ["PREFECT_HOME"]
     lines = [f"State folder: {state_dir()}"]
@@ -58,30 +46,6 @@ def ui_help() -> str:
     else:
         lines.append(f"MLflow UI:  {tracking_uri()}")
     return "\n".join(lines)
-
-
-def model_problem(model: str) -> str | None:
-    """Why MODEL cannot be evaluated (checked before anything starts), or None."""
-    if model.startswith("models:/"):
-        name = model.removeprefix("models:/")
-        return (
-            None
-            if re.fullmatch(r"[^/@]+(@[\w-]+|/\d+)", name)
-            else f"'{model}': write models:/<name>@<alias> or models:/<name>/<version>"
-        )
-    return source_problem(model)
-
-
-def data_problem(recipe: Recipe) -> str | None:
-    """Why the recipe's data cannot be used (models/data_checks.py), checked before any stage starts, or None."""
-    from models.data_checks import check_data
-    from models.problems import DataError
-
-    try:
-        check_data(recipe)
-    except DataError as err:
-        return str(err)
-    return None
 
 
 def evaluate(model: str, recipe: Recipe) -> int:
@@ -151,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. final_rl.trl.max_steps=80")
     args = parser.parse_args(argv)
     recipe = loaded_recipe(args.recipe, args.overrides)
-    model = args.evaluate and model_problem(args.evaluate)
+    model = model_problem(args.evaluate) if args.evaluate is not None else None
     if recipe is None or refused("model", model) or refused("data", data_problem(recipe)):
         return 2
     if args.check:
@@ -160,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_environment()
     if refused("storage", storage_problem(recipe)):
         return 2
-    if args.evaluate:
+    if args.evaluate is not None:
         return evaluate(args.evaluate, recipe)
     from flows.pipeline import r1_pipeline
 

@@ -7,14 +7,16 @@ make eval MODEL=.state/artifacts/tiny-r1/final_rl/<key> RECIPE=flows/recipes/tin
 from __future__ import annotations
 
 import json
+from functools import partial
 
 from prefect import flow, task
 from prefect.runtime import flow_run
+from prefect.states import State
 
+from flows.parameters import ParameterError, checked_recipe, model_problem, refused, run_name
 from models.config import Recipe
 from models.factory import model_record
 from models.records import Artifact
-from models.storage import prepared_store
 from models.tracking import registered_model_dir
 from tasks.pipeline_run import close_pipeline_run, open_pipeline_run
 from tasks.stages import evaluate_in_tree
@@ -27,11 +29,21 @@ def evaluated_model(model: str) -> Artifact:
     return model_record(source, "evaluated_model")
 
 
-@flow(name="r1-evaluate", log_prints=True)
-def r1_evaluate(model: str, recipe: Recipe | None = None) -> dict:
-    """pass@1 over k samples, cons@k, pass@k, format and language rates, and a per-prompt table in MLflow."""
-    recipe = recipe or Recipe()
-    prepared_store(recipe.storage)
+@flow(name="r1-evaluate", log_prints=True, validate_parameters=False, flow_run_name=partial(run_name, "evaluate "))
+def r1_evaluate(
+    model: str, recipe: Recipe | None = None, recipe_path: str | None = None, overrides: list[str] | None = None
+) -> dict | State:
+    """pass@1 over k samples, cons@k, pass@k, format and language rates, and a per-prompt table in MLflow.
+
+    `model`: models:/<name>@<alias>, models:/<name>/<version>, a model folder or a hub id; the recipe (the typed
+    form, or a shipped recipe's name or YAML path, plus overrides) gives the held-out split and sampling."""
+    try:
+        recipe = checked_recipe(recipe, recipe_path, overrides)
+        problem = model_problem(model)
+        if problem:
+            raise ParameterError(f"model error: {problem}")
+    except ParameterError as err:
+        return refused(err)
     pipeline = open_pipeline_run(recipe, f"evaluate-{flow_run.get_name() or 'local'}", flow_run.get_id() or "")
     try:
         record = evaluated_model(model)

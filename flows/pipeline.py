@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
+from prefect.states import State
 
+from flows.parameters import ParameterError, checked_recipe, refused, run_name
 from models.config import Recipe
-from models.data_checks import check_data
 from models.records import Artifact
 from models.stage_io import stage_spec
 from models.stages import SOURCES, stage
-from models.storage import prepared_store
 from tasks.inputs import source
 from tasks.pipeline_run import (
     PipelineRun,
@@ -64,7 +64,7 @@ class Tracker:
 
     def stage(self, name: str) -> Artifact:
         """Run (or reuse) stage `name` and evaluate its model against the checkpoint it started from."""
-        record = self._cached_or_run(stage_task(name), stage_spec(name, self.recipe, self.inputs_of(name)))
+        record = self._cached_or_run(stage_task(name, self.recipe), stage_spec(name, self.recipe, self.inputs_of(name)))
         self.records[name] = record
         record_output(self.pipeline, name, record)
         self.runs[name] = link_if_cached(self.pipeline, name, record)
@@ -89,12 +89,22 @@ class Tracker:
         self.evaluations[name] = evaluation
 
 
-@flow(name="r1-pipeline", log_prints=True)
-def r1_pipeline(recipe: Recipe | None = None, mlflow_ui: str = "http://127.0.0.1:5000") -> dict:
-    """Cold-start SFT -> reasoning RL -> rejection sampling -> SFT of the base on the merged data -> final RL."""
-    recipe = recipe or Recipe()
-    check_data(recipe)  # one-line DataError before anything runs (the CLI has said it already)
-    prepared_store(recipe.storage)
+@flow(name="r1-pipeline", log_prints=True, validate_parameters=False, flow_run_name=run_name)
+def r1_pipeline(
+    recipe: Recipe | None = None,
+    recipe_path: str | None = None,
+    overrides: list[str] | None = None,
+    mlflow_ui: str = "http://127.0.0.1:5000",
+) -> dict | State:
+    """Cold-start SFT -> reasoning RL -> rejection sampling -> SFT of the base on the merged data -> final RL.
+
+    Give the recipe as the typed form (`recipe`), or a shipped recipe's name or a YAML path (`recipe_path`,
+    e.g. `tiny` or flows/recipes/tiny.yaml), or neither (the embedded tiny default); `overrides` are
+    `key.path=value` lines applied on top (e.g. `final_rl.trl.max_steps=80`)."""
+    try:
+        recipe = checked_recipe(recipe, recipe_path, overrides)  # one line and a Failed run before anything runs
+    except ParameterError as err:
+        return refused(err)
     pipeline = open_pipeline_run(recipe, flow_run.get_name() or "local", flow_run.get_id() or "")
     try:
         run = Tracker(recipe, pipeline)

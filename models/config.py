@@ -6,6 +6,7 @@ TRL's own knobs pass through `trl:` dicts whose keys and types are checked again
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -364,12 +365,38 @@ class LaunchConfig(Strict):
     gpu_hour_usd: float = Field(
         2.0, ge=0, description="Price of one GPU-hour for the cost estimate (R1's Table 7: H800 at $2/GPU-hour)."
     )
+    stage_deployment: str | None = Field(
+        None,
+        description="Prefect deployment `<flow>/<deployment>` that runs each training stage on its own worker, e.g. "
+        "`r1-stage-spec/h800` (the GPU pool, infra/prefect.yaml); the pipeline waits for that flow run and reads the "
+        "stage's stamped output from the shared store (S3, or a folder both machines see). None: a process on the "
+        "pipeline's own machine.",
+    )
+    gpu_class: str = Field(
+        "h800x8",
+        description="GPU class of the nodes the training stages run on: their Prefect tasks carry the tag "
+        "`gpu:<class>`, which a tag concurrency limit (infra/workpools) turns into GPU slots that pipelines queue for.",
+    )
 
     @staticmethod
     def resolve(source: str) -> Path:
         """An accelerate config path as an absolute path (a relative one is taken from the project root)."""
         path = Path(source).expanduser()
         return path if path.is_absolute() else PROJECT_ROOT / path
+
+    @field_validator("stage_deployment")
+    @classmethod
+    def _deployment_name(cls, name: str | None) -> str | None:
+        if name is not None and not re.fullmatch(r"[^/\s]+/[^/\s]+", name):
+            raise ValueError(f"'{name}': write it as <flow name>/<deployment name>, e.g. r1-stage-spec/h800")
+        return name
+
+    @field_validator("gpu_class")
+    @classmethod
+    def _tag_safe(cls, name: str) -> str:
+        if not re.fullmatch(r"[\w.-]+", name):
+            raise ValueError(f"'{name}': use letters, digits, '.', '_' or '-' (it becomes the Prefect tag gpu:<class>)")
+        return name
 
     @field_validator("accelerate_config")
     @classmethod

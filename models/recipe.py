@@ -5,6 +5,7 @@ python -m models.recipe flows/recipes/tiny.yaml reasoning_rl.trl.max_steps=50   
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from models.config import Recipe
+from models.config import PROJECT_ROOT, Recipe
 
 
 class RecipeError(ValueError):
@@ -45,25 +46,66 @@ def _one_line(err: ValidationError) -> str:
     return f"{where}: {message}" if where else message
 
 
+RECIPES_DIR = PROJECT_ROOT / "flows" / "recipes"
+
+
+def shipped_recipes() -> list[str]:
+    """Names of the recipes shipped in flows/recipes/ (what `recipe_path` accepts besides a path)."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def recipe_file(name_or_path: str) -> Path:
+    """A recipe's YAML file from its name (`tiny`: flows/recipes/tiny.yaml) or its path."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file() or path.suffix in (".yaml", ".yml") or "/" in name_or_path:
+        return path
+    shipped = RECIPES_DIR / f"{name_or_path}.yaml"
+    if shipped.is_file():
+        return shipped
+    raise RecipeError(f"no recipe named '{name_or_path}'; give a YAML path or one of: {', '.join(shipped_recipes())}")
+
+
+def resolve_recipe(recipe: Recipe | dict | None, recipe_path: str | None, overrides: list[str] = ()) -> Recipe:
+    """The recipe a flow run was given: the typed form (`recipe`, a Recipe or its JSON), or a shipped recipe's name or
+    a YAML path (`recipe_path`), or the embedded default; then `key=value` overrides. RecipeError on any problem."""
+    if recipe is not None and recipe_path:
+        raise RecipeError("give either recipe (the form) or recipe_path (a name or YAML path), not both")
+    if recipe is None:
+        return load_recipe(recipe_file(recipe_path) if recipe_path else None, overrides)
+    if isinstance(recipe, Recipe) and not overrides:
+        return recipe
+    if not isinstance(recipe, (Recipe, dict)):
+        raise RecipeError(f"recipe must be a mapping of sections, not {type(recipe).__name__}")
+    tree = recipe.model_dump(mode="json") if isinstance(recipe, Recipe) else json.loads(json.dumps(recipe))
+    return recipe_from_tree(tree, overrides)
+
+
+def recipe_from_tree(tree: dict[str, Any], overrides: list[str] = ()) -> Recipe:
+    """A parsed recipe mapping plus overrides, validated; RecipeError on any problem."""
+    for assignment in overrides:
+        if not isinstance(assignment, str):
+            raise RecipeError(f"override {assignment!r}: write it as a string key.path=value")
+        apply_override(tree, assignment)
+    try:
+        return Recipe.model_validate(tree)
+    except ValidationError as err:
+        raise RecipeError(_one_line(err)) from None
+
+
 def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
     """The validated recipe (embedded defaults when `path` is None); RecipeError on any problem."""
     tree: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise RecipeError(f"recipe file '{path}' not found; pass an existing YAML file")
+            raise RecipeError(f"recipe file '{path}' not found; pass an existing YAML file or a shipped recipe's name")
         try:
             tree = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
             raise RecipeError(f"recipe '{path}' is not valid YAML: {str(err).splitlines()[0]}") from None
         if not isinstance(tree, dict):
             raise RecipeError(f"recipe '{path}' must be a mapping of sections")
-    for assignment in overrides:
-        apply_override(tree, assignment)
-    try:
-        return Recipe.model_validate(tree)
-    except ValidationError as err:
-        raise RecipeError(_one_line(err)) from None
+    return recipe_from_tree(tree, overrides)
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from models.records import Artifact
 from models.resume import continue_stage_run
 from models.sources import source_record
 from models.stage_io import StageSpec, scratch_dir, stage_output, stage_spec
-from models.stages import EVALUATE, SOURCES
+from models.stages import EVALUATE, SOURCES, STAGES
 from models.storage import output_store
 from models.tracking import client, start_child_run
 from tasks.caching import task_cache_key
@@ -27,6 +27,16 @@ from tasks.results import with_result_storage
 
 
 def run_spec(spec: StageSpec, log_line) -> Artifact:
+    """Run a spec with its output and MLflow run set: on the worker of `launch.stage_deployment` when the recipe
+    names one (training stages only), else in a process here."""
+    if spec.launch.stage_deployment:
+        from tasks.dispatch import dispatched
+
+        return dispatched(spec, log_line)
+    return run_here(spec, log_line)
+
+
+def run_here(spec: StageSpec, log_line) -> Artifact:
     """Launch the stage process for a spec with its output and MLflow run set; the run is FAILED if it fails."""
     mlflow_client = client()
     try:
@@ -71,7 +81,7 @@ def stage_run(spec: StageSpec, pipeline: PipelineRun) -> str:
     return resumed or start_child_run(pipeline.experiment_id, pipeline.parent_run_id, spec.stage, tags)
 
 
-@task(cache_key_fn=task_cache_key, persist_result=True, retries=1, log_prints=True)
+@task(cache_key_fn=task_cache_key, persist_result=True, retries=0, log_prints=True)
 def evaluate(spec: StageSpec, pipeline: PipelineRun) -> Artifact:
     """pass@1 / cons@k of inputs['model'] on the held-out split (and its paired gain over inputs['baseline'], an
     earlier evaluation), logged into spec.mlflow_run_id: the run that stands for the model's stage in this
@@ -79,14 +89,22 @@ def evaluate(spec: StageSpec, pipeline: PipelineRun) -> Artifact:
     return run_spec(placed(spec, pipeline, spec.mlflow_run_id), get_run_logger().info)
 
 
-def stage_task(name: str):
-    """The stage task, named after its stage in the Prefect UI."""
-    return run_stage.with_options(name=name, task_run_name=name)
+def resource_tags(name: str, recipe: Recipe) -> set[str]:
+    """Tags that say where a stage's work belongs: `gpu:<class>` for a training stage (a tag concurrency limit of that
+    name is the GPU slots pipelines queue for, infra/workpools), `runs:pipeline-worker` for the rest (they run where the
+    pipeline's flow runs); and `stage:<name>`."""
+    trains = name in STAGES and STAGES[name].trainer is not None
+    return {f"stage:{name}", f"gpu:{recipe.launch.gpu_class}" if trains else "runs:pipeline-worker"}
+
+
+def stage_task(name: str, recipe: Recipe):
+    """The stage task, named after its stage in the Prefect UI and tagged with its resource class."""
+    return run_stage.with_options(name=name, task_run_name=name, tags=resource_tags(name, recipe))
 
 
 def evaluation_of(name: str):
     """The evaluate task, named after the stage whose model it scores."""
-    return evaluate.with_options(task_run_name=f"evaluate-{name}")
+    return evaluate.with_options(task_run_name=f"evaluate-{name}", tags={"runs:pipeline-worker", f"evaluates:{name}"})
 
 
 def evaluation_inputs(recipe: Recipe, model: Artifact, baseline: Artifact | None = None) -> dict[str, Artifact]:

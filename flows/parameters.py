@@ -1,0 +1,118 @@
+"""What a flow run was given, checked the same way whether it comes from the CLI or a deployment (the Prefect UI's
+Run button, a schedule, the API): a recipe from the typed form, a shipped recipe's name or a YAML path, plus
+`key=value` overrides. A bad parameter ends the run at once as Failed with the CLI's one-line error. (Prefect is
+imported inside the functions that need it: the CLI's --check stays quick.)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from models.config import Recipe
+from models.factory import source_problem
+from models.recipe import RecipeError, resolve_recipe
+
+
+class ParameterError(ValueError):
+    """A flow parameter that cannot run; str() is `<kind> error: <what to fix>`, the CLI's line."""
+
+
+def model_problem(model: str) -> str | None:
+    """Why MODEL cannot be evaluated (checked before anything starts), or None."""
+    if not model or not model.strip():
+        return "no model given; pass models:/<name>@<alias>, models:/<name>/<version>, a model folder or a hub id"
+    if model.startswith("models:/"):
+        name = model.removeprefix("models:/")
+        return (
+            None
+            if re.fullmatch(r"[^/@]+(@[\w-]+|/\d+)", name)
+            else f"'{model}': write models:/<name>@<alias> or models:/<name>/<version>"
+        )
+    return source_problem(model)
+
+
+def data_problem(recipe: Recipe) -> str | None:
+    """Why the recipe's data cannot be used (models/data_checks.py), checked before any stage starts, or None."""
+    from models.data_checks import check_data
+    from models.problems import DataError
+
+    try:
+        check_data(recipe)
+    except DataError as err:
+        return str(err)
+    return None
+
+
+def storage_problem(recipe: Recipe) -> str | None:
+    """Why the recipe's artifact store cannot be used (checked before anything starts), or None."""
+    from models.storage import StorageError, prepared_store
+
+    try:
+        prepared_store(recipe.storage)
+    except StorageError as err:
+        return str(err)
+    return None
+
+
+def checked_recipe(recipe: Recipe | dict | None, recipe_path: str | None, overrides: list[str] | None) -> Recipe:
+    """The run's recipe with its data and storage checked; ParameterError (one line) on the first problem."""
+    try:
+        resolved = resolve_recipe(recipe, recipe_path, list(overrides or []))
+    except RecipeError as err:
+        raise ParameterError(f"recipe error: {err}") from None
+    for kind, problem in (("data", data_problem), ("storage", storage_problem)):
+        why = problem(resolved)
+        if why:
+            raise ParameterError(f"{kind} error: {why}")
+    return resolved
+
+
+def refused(err: ParameterError):
+    """The Failed state a flow returns for a bad parameter: its message is the one line, with no traceback."""
+    from prefect import get_run_logger
+    from prefect.states import Failed
+
+    get_run_logger().error(str(err))
+    return Failed(message=str(err))
+
+
+def run_name(prefix: str = "") -> str:
+    """`<recipe> <changed keys>`: the recipe's name (or file) and what the run changes, for the flow-run name."""
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters
+    recipe, path, overrides = params.get("recipe"), params.get("recipe_path"), list(params.get("overrides") or [])
+    name = str(path or "tiny-r1")
+    if isinstance(recipe, (dict, Recipe)):
+        tree = recipe.model_dump(mode="json") if isinstance(recipe, Recipe) else recipe
+        name = str(tree.get("name") or "tiny-r1")
+        overrides = changed_from_default(tree) + overrides
+    shown = " ".join(_shown(o) for o in overrides[:4])
+    more = f" +{len(overrides) - 4}" if len(overrides) > 4 else ""
+    return f"{prefix}{name}{' ' + shown if shown else ''}{more}"[:120]
+
+
+SECRET_LIKE = re.compile(r"secret|token|password|credential|access_key|://[^/\s]*@", re.IGNORECASE)
+
+
+def _shown(override: str) -> str:
+    """An override as the run name shows it: long values cut, anything that looks like a secret masked."""
+    key, sep, value = override.partition("=")
+    return f"{key}{sep}***" if SECRET_LIKE.search(override) else f"{key}{sep}{value[:24]}"
+
+
+def changed_from_default(tree: dict) -> list[str]:
+    """`key.path=value` for each leaf of a recipe mapping that differs from the embedded default's."""
+    default = _leaves(Recipe().model_dump(mode="json"))
+    return [f"{k}={json.dumps(v)}" for k, v in _leaves(tree).items() if k not in ("name",) and default.get(k) != v]
+
+
+def _leaves(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
