@@ -218,7 +218,8 @@ def apply_deployments(stack: Stack) -> str:
     with log.open("ab") as out:
         done = subprocess.run(command, cwd=REPO, env={**os.environ, **stack.client_env()}, stdout=out, stderr=out)
     if done.returncode != 0:
-        raise StackError(f"applying the deployments ({' '.join(command[-3:])}) failed; see {log}")
+        last = (log.read_text().strip().splitlines() or ["no output"])[-1]
+        raise StackError(f"applying the deployments failed ({last}); see {log}")
     return f"deployments applied ({log})"
 
 

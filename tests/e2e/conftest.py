@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from live_stack import LiveStack, apply_test_deployments, free_port, stack_command
+from live_stack import LiveStack, free_port, stack_command
 
 from infra.local_stack import Stack
 
@@ -26,7 +26,6 @@ def live_stack(tmp_path_factory):
     try:
         assert up.returncode == 0, f"`local_stack up` failed: {up.stderr.strip()}"
         with temporary_settings({PREFECT_API_URL: stack.prefect_api_url}):
-            apply_test_deployments(stack)
             yield LiveStack(stack=stack, took_s=took_s)
     finally:
         down = stack_command(stack, "down")

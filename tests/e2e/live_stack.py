@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,11 +18,9 @@ import pytest
 from infra.local_stack import REPO, Stack
 
 TRAIN = "r1-pipeline/train"
-# A few steps of every stage on the tiny model (about a minute of training on 2 idle cores); the defaults of the
-# test's train deployment, so that the UI's run form opens on them.
+SCHEDULED = "r1-pipeline/retrain-scheduled"
+# A few steps of every stage on the tiny model (about a minute of training on 2 idle cores), as `overrides`.
 SMALL = [
-    "name=e2e",
-    "model.registered_name=r1-e2e",
     "data.eval_size=16",
     "data.validation_size=8",
     "data.cold_start_size=200",
@@ -104,16 +103,39 @@ class LiveStack:
         return "\n".join((self.stack.folder / "worker.log").read_text().splitlines()[-lines:])
 
 
-def apply_test_deployments(stack: Stack) -> None:
-    """Until infra/prefect.yaml exists: the train deployment of the pipeline flow, from this checkout, on r1-cpu."""
-    if (REPO / "infra" / "prefect.yaml").exists():
-        return
-    from prefect import flow
+CHROMIUM = Path("/usr/bin/chromium")
+# Debian's chromium, headless, with nothing that reaches out of the machine and a fresh profile each time.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
-    pipeline = flow.from_source(source=str(REPO), entrypoint="flows/pipeline.py:r1_pipeline")
-    pipeline.deploy(
-        name="train", work_pool_name="r1-cpu", parameters={"recipe": small_recipe()}, print_next_steps=False
-    )
+
+@contextmanager
+def chromium_page(profile: Path):
+    """A Playwright page in Debian's headless Chromium (never a downloaded browser); skips when it is absent."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (apt-get install -y chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 900},
+        )
+        try:
+            yield context.new_page()
+        finally:
+            context.close()
 
 
 def artifacts_dir(name: str) -> Path:

@@ -1,5 +1,6 @@
-"""Deployments on the local stack, started the way the Prefect UI starts them: a run of the train deployment with a
-changed parameter (what the Run button sends), and a schedule that fires, runs and is paused.
+"""The deployments of infra/prefect.yaml on the local stack, started the way the Prefect UI starts them: a run of the
+train deployment with changed parameters (what the Run button sends), a bad parameter that fails the run at once,
+and the scheduled retraining deployment on a short schedule that fires, runs and is paused again.
 
     python -m pytest -q tests/e2e/test_deployments.py
 """
@@ -10,7 +11,7 @@ import time
 from datetime import timedelta
 
 import pytest
-from live_stack import TRAIN, small_recipe
+from live_stack import SCHEDULED, SMALL, TRAIN
 
 from models.stages import PIPELINE
 
@@ -35,12 +36,12 @@ def test_a_deployment_run_with_a_changed_parameter_runs_on_the_worker_and_tracks
     from prefect.deployments import run_deployment
 
     started = time.monotonic()
-    parameters = {"recipe": small_recipe("name=e2e-api", "model.registered_name=r1-e2e-api")}
-    flow_run = run_deployment(TRAIN, parameters=parameters, timeout=0)
+    overrides = [*SMALL, "name=e2e-api", "model.registered_name=r1-e2e-api"]
+    flow_run = run_deployment(TRAIN, parameters={"overrides": overrides}, timeout=0)
     finished = live_stack.wait_final(flow_run.id)
 
     assert finished.state.is_completed(), f"{finished.state.type}: {finished.state.message}\n{live_stack.worker_log()}"
-    assert finished.parameters["recipe"]["name"] == "e2e-api"
+    assert finished.parameters["overrides"] == overrides
     parent, children = pipeline_runs(live_stack, "e2e-api", flow_run.id)  # the changed name is the experiment
     assert parent.info.status == "FINISHED"
     assert set(children) == {"base_model", *PIPELINE}
@@ -50,6 +51,20 @@ def test_a_deployment_run_with_a_changed_parameter_runs_on_the_worker_and_tracks
     candidate = live_stack.mlflow().get_model_version_by_alias("r1-e2e-api", "candidate")
     assert candidate.run_id == children["final_rl"].info.run_id
     print(f"train deployment run: {time.monotonic() - started:.0f} s (stack up: {live_stack.took_s:.0f} s)")
+
+
+def test_a_bad_parameter_fails_the_run_at_once_with_the_cli_line(live_stack):
+    from prefect.deployments import run_deployment
+
+    flow_run = run_deployment(TRAIN, parameters={"overrides": ["reasoning_rl.trl.learnin_rate=1e-4"]}, timeout=0)
+    finished = live_stack.wait_final(flow_run.id, timeout_s=300)
+
+    assert finished.state.is_failed()
+    assert finished.state.message == (
+        "recipe error: reasoning_rl.trl.learnin_rate: TRL GRPOConfig has no field 'learnin_rate'; "
+        "did you mean 'learning_rate'?"
+    )
+    assert (finished.end_time - finished.start_time).total_seconds() < 60
 
 
 def scheduled_runs(client, deployment_id) -> list:
@@ -74,9 +89,13 @@ def test_a_short_schedule_fires_a_run_that_completes_and_pausing_stops_it(live_s
     from prefect.client.schemas.schedules import IntervalSchedule
 
     started = time.monotonic()
-    parameters = {"recipe": small_recipe("name=e2e-scheduled")}
+    parameters = {
+        "recipe_path": None,
+        "overrides": [*SMALL, "name=e2e-scheduled"],
+    }  # on the schedule, not the deployment
     with live_stack.prefect() as client:
-        deployment = client.read_deployment_by_name(TRAIN)
+        deployment = client.read_deployment_by_name(SCHEDULED)
+        assert not any(s.active for s in deployment.schedules), "the retrain schedule is off until a user turns it on"
         (schedule,) = client.create_deployment_schedules(
             deployment.id,
             [(IntervalSchedule(interval=timedelta(seconds=20)), True)],
@@ -94,7 +113,7 @@ def test_a_short_schedule_fires_a_run_that_completes_and_pausing_stops_it(live_s
     finished = live_stack.wait_final(fired.id)
 
     assert finished.state.is_completed(), f"{finished.state.type}: {finished.state.message}\n{live_stack.worker_log()}"
-    assert finished.auto_scheduled and finished.parameters["recipe"]["name"] == "e2e-scheduled"
+    assert finished.auto_scheduled and finished.parameters["overrides"][-1] == "name=e2e-scheduled"
     pipeline_runs(live_stack, "e2e-scheduled", fired.id)
     assert paused.paused
     assert left == [], f"{len(left)} scheduled runs left after pausing"
