@@ -119,7 +119,8 @@ CHROMIUM_ARGS = [
 
 @contextmanager
 def chromium_page(profile: Path):
-    """A Playwright page in Debian's headless Chromium (never a downloaded browser); skips when it is absent."""
+    """A Playwright page in Debian's headless Chromium (never a downloaded browser), skipped when it is absent; a
+    failure leaves the page's screenshot as ui/failure.png among the test artifacts."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (apt-get install -y chromium)")
     from playwright.sync_api import sync_playwright
@@ -130,10 +131,14 @@ def chromium_page(profile: Path):
             executable_path=str(CHROMIUM),
             headless=True,
             args=CHROMIUM_ARGS,
-            viewport={"width": 1400, "height": 900},
+            viewport={"width": 1600, "height": 900},
         )
+        page = context.new_page()
         try:
-            yield context.new_page()
+            yield page
+        except Exception:
+            page.screenshot(path=artifacts_dir("ui") / "failure.png")  # what the browser showed when it failed
+            raise
         finally:
             context.close()
 

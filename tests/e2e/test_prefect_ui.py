@@ -33,36 +33,44 @@ def set_form_defaults(live_stack) -> str:
 def form_field(page, label: str):
     """The input of the typed form's property labelled `label` (the first one, in document order)."""
     header = page.locator("span.schema-form-property__label", has_text=re.compile(f"^{re.escape(label)}$")).first
-    return header.locator("xpath=ancestor::div[contains(@class, 'schema-form-property')][1]").locator("textarea").first
+    own = "contains(concat(' ', normalize-space(@class), ' '), ' schema-form-property ')"
+    return header.locator(f"xpath=ancestor::div[{own}][1]").locator("textarea").first
 
 
 def submit_custom_run(page, prefect_url: str, deployment_id: str, screenshot) -> str:
-    """Deployment page -> Run -> Custom run -> Name := e2e-ui -> Submit; the id of the flow run it opens."""
+    """Deployment page -> Run -> Custom run -> Name := e2e-ui -> Submit -> View run; the id of that flow run."""
     page.goto(f"{prefect_url}/deployments/deployment/{deployment_id}", wait_until="networkidle")
     page.get_by_role("button", name="Run", exact=True).click()
     page.get_by_text("Custom run", exact=True).click()
     name = form_field(page, "Name (Optional)")
     name.wait_for()
-    assert name.input_value() == "e2e", "the form opens on the deployment's defaults"
+    assert name.input_value() == "tiny-r1", "the form opens on the deployment's defaults"
     name.fill("e2e-ui")
     name.scroll_into_view_if_needed()
     page.screenshot(path=screenshot)
     page.get_by_role("button", name="Submit", exact=True).click()
+    page.get_by_role("button", name="View run", exact=True).last.click()  # on the toast that says the run is scheduled
     page.wait_for_url(re.compile(r".*/runs/flow-run/[0-9a-f-]{36}.*"))
     return re.search(r"/runs/flow-run/([0-9a-f-]{36})", page.url).group(1)
 
 
 def flow_run_graph(page, prefect_url: str, flow_run_id: str, screenshot) -> None:
     page.goto(f"{prefect_url}/runs/flow-run/{flow_run_id}", wait_until="networkidle")
-    page.locator("canvas").first.wait_for()
-    page.wait_for_timeout(3000)  # the graph draws its nodes after the data arrives
+    page.locator(".flow-run-graphs canvas").first.wait_for(state="attached")
+    page.wait_for_timeout(4000)  # the graph draws its nodes after the data arrives
     page.screenshot(path=screenshot)
 
 
 def mlflow_experiment(page, mlflow_url: str, experiment_id: str, screenshot) -> None:
-    page.goto(f"{mlflow_url}/#/experiments/{experiment_id}", wait_until="networkidle")
+    """The experiment's training runs with the newest pipeline run opened on its stage runs."""
+    page.goto(f"{mlflow_url}/#/experiments/{experiment_id}/runs")  # MLflow keeps polling: no network idle
     page.get_by_text(re.compile("^pipeline-")).first.wait_for()
-    page.wait_for_timeout(1500)
+    assistant = page.get_by_role("button", name="Close", exact=True)
+    if assistant.count():
+        assistant.first.click()
+    page.locator("button[data-component-id*='runnamecellrenderer']").first.click()  # open the parent on its stages
+    page.get_by_text("final_rl", exact=True).first.wait_for()
+    page.wait_for_timeout(1000)
     page.screenshot(path=screenshot)
 
 
