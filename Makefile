@@ -66,3 +66,13 @@ test-gpu:  ## on a GPU machine: a few steps of every stage on the GPU
 
 clean:  ## remove the local state (runs, artifacts, caches); keeps the environment
 	rm -rf $(STATE)
+
+.PHONY: docker-build test-docker
+DOCKER_BUILD_ARGS ?=
+
+docker-build:  ## images r1-worker and r1-mlflow (CUDA base by default; docker/README.md shows the local Debian base)
+	docker/build.sh worker r1-worker:latest $(DOCKER_BUILD_ARGS)
+	docker/build.sh mlflow r1-mlflow:latest $(DOCKER_BUILD_ARGS)
+
+test-docker: $(BIN)/.installed  ## hadolint, the compose file, the worker image built on local/debian and run as a worker
+	$(BIN)/python -m pytest -q -m docker tests/docker

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-from flows.parameters import data_problem, model_problem, storage_problem
+from flows.parameters import data_problem, deployment_problem, model_problem, storage_problem
 from models.config import Recipe
 from models.recipe import RecipeError, load_recipe
 from models.storage import default_tracking_uri, state_dir, tracking_uri
@@ -89,7 +89,7 @@ def stage_main(argv: list[str]) -> int:
     if recipe is None or refused("data", data_problem(recipe)):
         return 2
     configure_environment()
-    if refused("storage", storage_problem(recipe)):
+    if refused("storage", storage_problem(recipe)) or refused("launch", deployment_problem(recipe)):
         return 2
     from mlflow.exceptions import MlflowException
 
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"recipe ok: {recipe.name}")
         return 0
     configure_environment()
-    if refused("storage", storage_problem(recipe)):
+    if refused("storage", storage_problem(recipe)) or refused("launch", deployment_problem(recipe)):
         return 2
     if args.evaluate is not None:
         return evaluate(args.evaluate, recipe)

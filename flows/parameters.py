@@ -7,6 +7,7 @@ imported inside the functions that need it: the CLI's --check stays quick.)
 from __future__ import annotations
 
 import json
+import os
 import re
 
 from models.config import Recipe
@@ -55,13 +56,32 @@ def storage_problem(recipe: Recipe) -> str | None:
     return None
 
 
+def deployment_problem(recipe: Recipe) -> str | None:
+    """Why the training stages cannot be sent to `launch.stage_deployment` (no server, no such deployment), or None."""
+    name = recipe.launch.stage_deployment
+    if name is None:
+        return None
+    if not os.environ.get("PREFECT_API_URL"):
+        return f"launch.stage_deployment={name} needs a Prefect server: export PREFECT_API_URL (make up starts one)"
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        with get_client(sync_client=True) as prefect_client:
+            prefect_client.read_deployment_by_name(name)
+    except ObjectNotFound:
+        where = os.environ["PREFECT_API_URL"]
+        return f"no deployment '{name}' on {where}; apply it with python -m infra.deploy (--gpu for the GPU pool's)"
+    return None
+
+
 def checked_recipe(recipe: Recipe | dict | None, recipe_path: str | None, overrides: list[str] | None) -> Recipe:
     """The run's recipe with its data and storage checked; ParameterError (one line) on the first problem."""
     try:
         resolved = resolve_recipe(recipe, recipe_path, list(overrides or []))
     except RecipeError as err:
         raise ParameterError(f"recipe error: {err}") from None
-    for kind, problem in (("data", data_problem), ("storage", storage_problem)):
+    for kind, problem in (("data", data_problem), ("storage", storage_problem), ("launch", deployment_problem)):
         why = problem(resolved)
         if why:
             raise ParameterError(f"{kind} error: {why}")

@@ -121,7 +121,9 @@ def r1_pipeline(
         final = run.stage("final_rl")
         # registry: the final model is the `candidate`; the gate makes it `champion` only if it beats the champion
         version = register_model(recipe, final)
-        promotion = promote(recipe, version, run.evaluations["final_rl"], pipeline)
+        promotion = promote(
+            recipe, version, run.evaluations["final_rl"], run.evaluations["base_model"], run.runs, pipeline
+        )
         summary = summarize(
             recipe, pipeline, run.evaluations, run.models, run.runs, run.cached, verified, version, promotion, mlflow_ui
         )

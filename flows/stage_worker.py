@@ -12,6 +12,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from models.stage_io import StageSpec
+from tasks.progress import ProgressArtifact
 from tasks.stages import run_here
 
 
@@ -26,4 +27,4 @@ def r1_stage_spec(spec: dict) -> dict:
     placed = StageSpec.model_validate(spec)
     if not placed.output:
         raise ValueError("the spec has no output; the pipeline places a spec before it sends it here")
-    return run_here(placed, get_run_logger().info).model_dump(mode="json")
+    return run_here(placed, ProgressArtifact(get_run_logger().info)).model_dump(mode="json")

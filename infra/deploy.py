@@ -28,15 +28,21 @@ class DeployError(RuntimeError):
     """Deployments that cannot be applied; str() is one line saying what to fix."""
 
 
+def positive_int(text: str) -> int:
+    from infra.workpools.setup import positive_int as nodes
+
+    return nodes(text)
+
+
 def deployments(gpu: bool) -> tuple[str, ...]:
     return CPU_DEPLOYMENTS + (GPU_DEPLOYMENTS if gpu else ())
 
 
-def apply(gpu: bool = False) -> tuple[str, ...]:
+def apply(gpu: bool = False, gpu_nodes: int = 1) -> tuple[str, ...]:
     """Create or update the pools and deployments; returns the deployments' names."""
     if not os.environ.get("PREFECT_API_URL"):
         raise DeployError("PREFECT_API_URL is not set; start a server (make up) and export its URL (.../api)")
-    _ensure_pools(gpu)
+    _ensure_pools(gpu, gpu_nodes)
     names = deployments(gpu)
     command = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--prefect-file", str(PREFECT_FILE)]
     for name in names:
@@ -49,22 +55,23 @@ def apply(gpu: bool = False) -> tuple[str, ...]:
     return names
 
 
-def _ensure_pools(gpu: bool) -> None:
+def _ensure_pools(gpu: bool, gpu_nodes: int) -> None:
+    from infra.workpools.setup import SetupError, setup
+    from infra.workpools.templates import TemplateError
+
     try:
-        from infra.workpools.setup import ensure_pools
-    except ImportError:  # until infra/workpools lands: the CPU pool only
-        command = [sys.executable, "-m", "prefect", "work-pool", "create", "r1-cpu", "--type", "process"]
-        subprocess.run(command + ["--overwrite"], capture_output=True, check=True)
-        return
-    ensure_pools(kubernetes=gpu)
+        setup(gpu_nodes=gpu_nodes, kubernetes=gpu)
+    except (SetupError, TemplateError) as err:
+        raise DeployError(str(err)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gpu", action="store_true", help="also the Kubernetes GPU pool and its stage deployment")
+    parser.add_argument("--gpu-nodes", type=positive_int, default=1, help="GPU nodes pipelines may hold at once")
     args = parser.parse_args(argv)
     try:
-        names = apply(args.gpu)
+        names = apply(args.gpu, args.gpu_nodes)
     except DeployError as err:
         print(f"deploy error: {err}", file=sys.stderr)
         return 2

@@ -15,9 +15,19 @@ import hashlib
 import importlib.util
 from pathlib import Path
 
-# Modules whose code cannot change what a stage produces: they log, plot, count cost or declare.
+# Modules whose code cannot change what a stage produces: they log, plot, count cost, report progress or declare;
+# models.fingerprints names the inputs, and reaches the keys through the inputs' fingerprints themselves.
 PRESENTATION_ONLY = frozenset(
-    {"models.tracking", "models.plots", "models.cost", "models.stages", "models.benchmarks", "models.code_version"}
+    {
+        "models.tracking",
+        "models.plots",
+        "models.cost",
+        "models.stages",
+        "models.benchmarks",
+        "models.code_version",
+        "models.progress",
+        "models.fingerprints",
+    }
 )
 PROJECT_PACKAGES = ("models",)
 

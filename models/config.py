@@ -26,6 +26,14 @@ class ModelConfig(Strict):
     base: str = Field("builtin:tiny_base", description="Base model: `builtin:tiny_base`, a local folder, or a hub id.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights dtype on load.")
     registered_name: str = Field("r1-tiny", description="MLflow Model Registry name of the final model.")
+    promotion_floor: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Least held-out pass@1 a final model needs to become `champion`, on top of the gate's own rules "
+        "(no alarm raised by any training stage, pass@1 above the base model's, above the current champion's); "
+        "None: no recipe floor. Not in any cache key.",
+    )
 
 
 VERIFIER_NAMES = ("exact", "numeric", "math_verify")
@@ -50,6 +58,12 @@ class ProblemFile(Strict):
         ".parquet/.csv file, a local dataset folder, or a hub dataset id (e.g. openai/gsm8k)."
     )
     name: str | None = Field(None, description="Configuration of a hub dataset (GSM8K: main); None: its default.")
+    revision: str | None = Field(
+        None,
+        description="Revision of a hub dataset to read: a commit sha, branch or tag; None: main. Either way the run "
+        "is keyed by the commit it resolves to (offline: the commit of the local `datasets` cache), so new data "
+        "under the same id re-runs what depends on it; a full commit sha pins the data exactly.",
+    )
     split: str = Field("train", description="Split that cold start, RL and rejection sampling draw from.")
     eval_split: str | None = Field(
         None,
@@ -94,6 +108,8 @@ class ProblemFile(Strict):
         from models.problems import local_source
 
         path = local_source(self.path)
+        if self.revision and path is not None:
+            raise ValueError(f"revision: '{self.path}' is a local path; a revision applies to a hub dataset id only")
         if self.eval_split and path is not None and path.is_file() and not Path(self.eval_split).is_file():
             raise ValueError(f"eval_split: no file at '{self.eval_split}'; a local file's eval_split is a second file")
         return self

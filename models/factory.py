@@ -27,11 +27,14 @@ def source_problem(source: str) -> str | None:
 
 
 def model_record(source: str, stage: str):
-    """A model to start from as a record: a local folder fingerprinted by content, a hub id by its name."""
-    from models.records import Artifact, fingerprint_dir
+    """A model to start from as a record: a local folder fingerprinted by content, a hub id by its resolved commit
+    (models/fingerprints.py; SourceError in one line when neither the hub nor the local cache can say)."""
+    from models.fingerprints import content_fingerprint, hub_fingerprint
+    from models.records import Artifact
 
     resolved = resolve_source(source)
-    fingerprint = fingerprint_dir(Path(resolved)) if Path(resolved).is_dir() else f"hub-{resolved}"
+    folder = Path(resolved).expanduser()
+    fingerprint = content_fingerprint(folder) if folder.is_dir() else hub_fingerprint(resolved, "model")
     return Artifact(uri=resolved, fingerprint=fingerprint, stage=stage, kind="model")
 
 

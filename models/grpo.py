@@ -102,6 +102,7 @@ def train_grpo(
 
     from models.fast_grpo import FastGRPOTrainer
     from models.nonfinite import NonFiniteGuard
+    from models.padded_attention import use_padded_sdpa
 
     funcs = [REWARDS[name] for name in stage.rewards]
     weights = list(stage.rewards.values())
@@ -110,6 +111,7 @@ def train_grpo(
         weights.append(0.0)
     rule_funcs = [f for f in funcs if callable(f)]  # before TRL swaps model paths for models in `funcs`
     model, tokenizer = load_model(start, spec.dtype)
+    use_padded_sdpa(model)  # left-padded prompts: no fully masked attention row (NaN gradients on a GPU)
     knobs = spec.settings["trl"]
     args = GRPOConfig(
         output_dir=str(scratch_dir(out)),

@@ -80,8 +80,9 @@ def _check_jsonl(path: Path) -> None:
             raise DataError(f"'{path}' line {number}: a row must be a JSON object, not {type(row).__name__}")
 
 
-def read_rows(source: str, split: str = "train", name: str | None = None) -> list[dict]:
-    """All rows of a split: a local file (its only split), a local dataset folder or a hub id, through `datasets`."""
+def read_rows(source: str, split: str = "train", name: str | None = None, revision: str | None = None) -> list[dict]:
+    """All rows of a split: a local file (its only split), a local dataset folder or a hub id (at `revision`, None:
+    main), through `datasets`."""
     import datasets
 
     datasets.disable_progress_bars()
@@ -93,7 +94,7 @@ def read_rows(source: str, split: str = "train", name: str | None = None) -> lis
             _decoded(path)
         args, kwargs = (FORMATS[path.suffix],), {"data_files": str(path), "split": "train"}
     else:
-        args, kwargs = (str(path or source), name), {"split": split}
+        args, kwargs = (str(path or source), name), {"split": split, "revision": None if path else revision}
     try:
         rows = list(datasets.load_dataset(*args, **kwargs))
     except Exception as err:  # datasets, pyarrow and pandas raise many kinds; the first line says which
@@ -189,7 +190,7 @@ def _split_source(cfg: ProblemFile, evaluation: bool) -> tuple[str, str]:
 def load_problems(cfg: ProblemFile, evaluation: bool = False) -> list[QaRow]:
     """The question/answer rows of the training split (or of eval_split): columns mapped, answers extracted."""
     source, split = _split_source(cfg, evaluation)
-    rows = read_rows(source, split, cfg.name)
+    rows = read_rows(source, split, cfg.name, cfg.revision)
     _require_columns(rows, cfg, source)
     problems = []
     for index, row in enumerate(rows):

@@ -29,6 +29,8 @@ from typing import Any, Protocol
 
 from transformers import TrainerCallback
 
+from models.progress import report_progress
+
 log = logging.getLogger(__name__)
 
 COMPLETE = "COMPLETE"  # written last into a checkpoint folder: everything else in it is on disk
@@ -289,6 +291,8 @@ def resumed_train(trainer, hooks: CheckpointHooks = NO_HOOKS, files=(), **statef
     from the one resumed."""
     trainer.add_callback(CheckpointCallback(stateful, hooks.on_checkpoint, files))
     trainer.add_callback(RepeatSamplerFastForward())
+    # the work area is <stage>/<key>.trainer beside the output (stage_io.scratch_dir): its folder names the stage
+    report_progress(trainer, Path(trainer.args.output_dir).parent.name)
     if trainer.args.save_strategy == "no":
         return trainer.train()
     _check_resumable(trainer.args)

@@ -1,5 +1,12 @@
-"""The promotion gate: the registered final model becomes `champion` only if its held-out pass@1 beats the current
-champion's on the same evaluation set. A champion measured on another set is re-evaluated on this one first."""
+"""The promotion gate: the registered final model becomes `champion` only if no training stage of its pipeline run
+raised an alarm, its held-out pass@1 beats the base model's on the same evaluation set, reaches the recipe's
+`model.promotion_floor` (if set) and beats the current champion's. A champion measured on another set is
+re-evaluated on this one first. Otherwise it stays `candidate`, and the one-line decision names every reason; it is
+logged as the parent run's and the version's `promotion` tag.
+
+A failed gate is retried only when the tracking server or storage could not be reached; a deterministic error
+(another evaluation set, a missing version) fails at once.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +14,11 @@ import json
 
 from prefect import get_run_logger, task
 
+from models.alarms import ALARMS
 from models.config import Recipe
 from models.factory import model_record
 from models.records import Artifact
+from models.stages import trained_stages
 from models.tracking import client, registered_model_dir
 from tasks.pipeline_run import PipelineRun
 from tasks.stages import evaluate_in_tree
@@ -22,6 +31,29 @@ def evaluation_summary(evaluation: Artifact, pipeline: PipelineRun) -> tuple[str
     return json.loads((folder / "eval_set.json").read_text())["id"], metrics["eval/pass_at_1"]
 
 
+def raised_alarms(stage_runs: dict[str, str]) -> list[str]:
+    """`<stage>: <alarm>` for every alarm a training stage's run raised (its `alarm/<name>` metric is 1; a cached
+    stage's link run points at the run that trained it)."""
+    mlflow_client, raised = client(), []
+    for stage in (s.name for s in trained_stages() if s.name in stage_runs):
+        run = mlflow_client.get_run(stage_runs[stage])
+        metrics = mlflow_client.get_run(run.data.tags.get("origin_run_id", run.info.run_id)).data.metrics
+        raised += [f"{stage}: {name}" for name in ALARMS if metrics.get(f"alarm/{name}") == 1.0]
+    return raised
+
+
+def gate_failures(score: float, base_score: float, floor: float | None, alarms: list[str]) -> list[str]:
+    """Why a model with held-out pass@1 `score` may not become champion, whoever the champion is (empty: it may)."""
+    reasons = []
+    if alarms:
+        reasons.append(f"{len(alarms)} alarm{'s' * (len(alarms) > 1)} raised ({'; '.join(alarms)})")
+    if score <= base_score:
+        reasons.append(f"pass@1 {score:.3f} does not beat the base model's {base_score:.3f} on the same held-out set")
+    if floor is not None and score < floor:
+        reasons.append(f"pass@1 {score:.3f} is below the recipe's floor model.promotion_floor={floor:g}")
+    return reasons
+
+
 def _champion_on(recipe: Recipe, version, eval_set: str, pipeline: PipelineRun) -> float:
     """The champion's pass@1 on `eval_set`: its recorded score if made there, else a fresh evaluation."""
     if version.tags.get("eval_set") == eval_set:
@@ -32,27 +64,57 @@ def _champion_on(recipe: Recipe, version, eval_set: str, pipeline: PipelineRun) 
     return evaluation_summary(evaluation, pipeline)[1]
 
 
-@task(retries=1)
-def promote(recipe: Recipe, version: str, evaluation: Artifact, pipeline: PipelineRun) -> str:
-    """Set `champion` on `version` if it beats the current champion; returns the decision, also logged as the
-    parent run's `promotion` tag and the version's `promotion` tag."""
+def _current_champion(name: str):
+    try:
+        return client().get_model_version_by_alias(name, "champion")
+    except Exception:  # noqa: BLE001 - MLflow raises a generic RestException when the alias is unset
+        return None
+
+
+def _against_champion(recipe: Recipe, version: str, score: float, eval_set: str, pipeline: PipelineRun):
+    """(promoted, why) of a model that passed the gate's own rules, against the current champion."""
+    champion = _current_champion(recipe.model.registered_name)
+    if champion is None:
+        return True, f"first champion (pass@1 {score:.3f})"
+    if champion.version == version:
+        return True, f"already champion (pass@1 {score:.3f})"
+    best = _champion_on(recipe, champion, eval_set, pipeline)
+    verdict = ">" if score > best else "<="
+    why = f"pass@1 {score:.3f} {verdict} champion v{champion.version}'s {best:.3f} on the same held-out set"
+    return score > best, why
+
+
+def transient_failure(task, task_run, state) -> bool:
+    """Prefect retry condition: retry only an error a new attempt can cure (the server or storage unreachable)."""
+    error = state.result(raise_on_failure=False)
+    return isinstance(error, ConnectionError | TimeoutError)
+
+
+@task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=transient_failure)
+def promote(
+    recipe: Recipe,
+    version: str,
+    evaluation: Artifact,
+    base_evaluation: Artifact,
+    stage_runs: dict[str, str],
+    pipeline: PipelineRun,
+) -> str:
+    """Set `champion` on `version` if it passes the gate (module docstring); returns the one-line decision, also
+    the parent run's and the version's `promotion` tag. `stage_runs`: stage -> its run in this pipeline's tree."""
     mlflow_client, name = client(), recipe.model.registered_name
     eval_set, score = evaluation_summary(evaluation, pipeline)
+    base_set, base_score = evaluation_summary(base_evaluation, pipeline)
+    if base_set != eval_set:
+        raise ValueError(f"promotion: the base model was evaluated on set {base_set}, the candidate on {eval_set}")
     mlflow_client.set_model_version_tag(name, version, "eval_set", eval_set)
     mlflow_client.set_model_version_tag(name, version, "pass_at_1", f"{score:.6f}")
-    try:
-        champion = mlflow_client.get_model_version_by_alias(name, "champion")
-    except Exception:  # noqa: BLE001 - MLflow raises a generic RestException when the alias is unset
-        champion = None
-    if champion is None:
-        promoted, why = True, f"first champion (pass@1 {score:.3f})"
-    elif champion.version == version:
-        promoted, why = True, f"already champion (pass@1 {score:.3f})"
+    failures = gate_failures(score, base_score, recipe.model.promotion_floor, raised_alarms(stage_runs))
+    if failures:
+        champion = _current_champion(name)
+        kept = " (it keeps the champion alias an earlier gate set)" if champion and champion.version == version else ""
+        promoted, why = False, "; ".join(failures) + kept
     else:
-        best = _champion_on(recipe, champion, eval_set, pipeline)
-        promoted = score > best
-        verdict = ">" if promoted else "<="
-        why = f"pass@1 {score:.3f} {verdict} champion v{champion.version}'s {best:.3f} on the same held-out set"
+        promoted, why = _against_champion(recipe, version, score, eval_set, pipeline)
     decision = f"{'promoted to champion' if promoted else 'stays candidate'}: {why}"
     if promoted:
         mlflow_client.set_registered_model_alias(name, "champion", version)

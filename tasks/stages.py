@@ -23,6 +23,7 @@ from models.tracking import client, start_child_run
 from tasks.caching import task_cache_key
 from tasks.launch import launch
 from tasks.pipeline_run import PipelineRun, is_live, log_evaluation
+from tasks.progress import ProgressArtifact
 from tasks.results import with_result_storage
 
 
@@ -33,7 +34,7 @@ def run_spec(spec: StageSpec, log_line) -> Artifact:
         from tasks.dispatch import dispatched
 
         return dispatched(spec, log_line)
-    return run_here(spec, log_line)
+    return run_here(spec, ProgressArtifact(log_line) if spec.trainer else log_line)
 
 
 def run_here(spec: StageSpec, log_line) -> Artifact:

@@ -189,12 +189,35 @@ def test_changing_only_evaluation_reevaluates_and_retrains_nothing(third, reeval
         assert new[stage].info.status == "FINISHED"
 
 
-def test_promotion_gate_decides_every_run(first, second, third):
-    assert first["promotion"].startswith("promoted to champion: first champion")
-    assert second["promotion"].startswith("promoted to champion: already champion")
-    assert "on the same held-out set" in third["promotion"]
+def _gate_facts(run: dict) -> tuple[float, float, list[str]]:
+    """(base pass@1, final pass@1, alarms raised) of a pipeline run, read from its run tree."""
+    from tasks.promotion import raised_alarms
+
+    children = _children(run["parent_run_id"], run["experiment_id"])
+    alarms = raised_alarms({stage: child.info.run_id for stage, child in children.items()})
+    scores = [children[stage].data.metrics["eval/pass_at_1"] for stage in ("base_model", "final_rl")]
+    return scores[0], scores[1], alarms
+
+
+def test_promotion_gate_decides_every_run(first, second, third, reevaluated):
     from models.tracking import client
 
+    champion = None
+    for run in (first, second, third, reevaluated):
+        base, final, alarms = _gate_facts(run)
+        decision = run["promotion"]
+        if alarms or final <= base:  # the gate's own rules: never champion, whatever the registry holds
+            assert decision.startswith("stays candidate: "), decision
+            assert all(alarm in decision for alarm in alarms)
+            assert (final <= base) == ("does not beat the base model" in decision)
+        elif champion is None:
+            assert decision.startswith("promoted to champion: first champion"), decision
+        elif champion == run["model_version"]:
+            assert decision.startswith("promoted to champion: already champion"), decision
+        else:
+            assert "on the same held-out set" in decision and "champion v" in decision, decision
+        champion = run["model_version"] if decision.startswith("promoted") else champion
+    assert client().get_registered_model("r1-e2e").aliases.get("champion") == champion
     assert client().get_run(third["parent_run_id"]).data.tags["promotion"] == third["promotion"]
 
 
