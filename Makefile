@@ -6,8 +6,11 @@ BIN := $(VENV)/bin
 RECIPE ?=
 OVERRIDES ?=
 STATE ?= .state
+PREFECT_PORT ?=
+MLFLOW_PORT ?=
+STACK = $(BIN)/python -m infra.local_stack --state $(STATE) $(if $(PREFECT_PORT),--prefect-port $(PREFECT_PORT)) $(if $(MLFLOW_PORT),--mlflow-port $(MLFLOW_PORT))
 
-.PHONY: demo run eval bench-gpu bench-rl-curves test-gpu test test-fast quality base-model ui-prefect ui-mlflow clean
+.PHONY: up down demo run eval bench-gpu bench-rl-curves test-gpu test test-fast quality base-model ui-prefect ui-mlflow clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,8 +20,15 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
 
-demo: $(BIN)/.installed  ## run the whole pipeline on the embedded tiny default
-	R1_STATE_DIR=$(STATE) $(BIN)/python -m flows.cli
+demo: $(BIN)/.installed  ## run the whole pipeline on the embedded tiny default (through the local stack when it is up)
+	R1_STATE_DIR=$(STATE) env $$($(STACK) env) $(BIN)/python -m flows.cli
+	@$(STACK) status || true
+
+up: $(BIN)/.installed  ## start Prefect server, MLflow server and a process worker on $(STATE); apply the deployments
+	$(STACK) up
+
+down:  ## stop what `make up` started
+	$(STACK) down
 
 run: $(BIN)/.installed  ## make run RECIPE=flows/recipes/tiny.yaml OVERRIDES="final_rl.trl.max_steps=80"
 	R1_STATE_DIR=$(STATE) $(BIN)/python -m flows.cli $(if $(RECIPE),--recipe $(RECIPE)) $(OVERRIDES)
