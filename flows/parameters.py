@@ -108,6 +108,9 @@ def run_name(prefix: str = "") -> str:
         tree = recipe.model_dump(mode="json") if isinstance(recipe, Recipe) else recipe
         name = str(tree.get("name") or "tiny-r1")
         overrides = changed_from_default(tree) + overrides
+    names = [o.split("=", 1)[1] for o in overrides if o.startswith("name=")]
+    name = names[-1] if names else name
+    overrides = [o for o in overrides if not o.startswith("name=")]
     shown = " ".join(_shown(o) for o in overrides[:4])
     more = f" +{len(overrides) - 4}" if len(overrides) > 4 else ""
     return f"{prefix}{name}{' ' + shown if shown else ''}{more}"[:120]

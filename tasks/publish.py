@@ -15,6 +15,7 @@ from models.stages import trained_stages
 from models.storage import artifact_store
 from models.tracking import client, example_prompt, run_url, save_generation_model
 from tasks.pipeline_run import PipelineRun
+from tasks.promotion import transient_failure
 from tasks.review import comparison_links, describe_runs, interval, log_figures
 
 EVAL_COLUMNS = (
@@ -27,7 +28,7 @@ EVAL_COLUMNS = (
 )
 
 
-@task(retries=2)
+@task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=transient_failure)
 def register_model(recipe: Recipe, final: Artifact, alias: str = "candidate") -> str:
     """Log the final checkpoint into its stage run as an MLflow transformers model (text-generation pipeline with a
     signature) and register it as `<registered_name>@<alias>`. Idempotent: a model with the same fingerprint
