@@ -14,6 +14,20 @@ import pytest
 S3_TEST_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
+@pytest.fixture(autouse=True)
+def prefect_console_on_current_stderr():
+    """Prefect's console log handlers write to the stderr of this test: one bound to an earlier test's captured
+    stream (closed since) would fail on every record and loop through logging.handleError."""
+    import logging
+    import sys
+
+    loggers = [logging.getLogger(), *(v for v in logging.Logger.manager.loggerDict.values() if hasattr(v, "handlers"))]
+    for handler in (h for lg in loggers for h in lg.handlers if type(h).__name__ == "PrefectConsoleHandler"):
+        if getattr(handler, "console", None) is not None:
+            handler.console.file = sys.stderr
+    yield
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_state(tmp_path_factory):
     """No test writes into the checkout's .state/: the default state folder of the session is a temporary one
