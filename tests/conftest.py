@@ -5,8 +5,15 @@ Qwen2."""
 from __future__ import annotations
 
 import itertools
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -49,6 +56,46 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+PREFECT_STARTUP_TIMEOUT_S = 180  # healthy in 10-20 s on an idle machine; much slower when the cores are shared
+
+
+def wait_until_healthy(url: str, server: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + PREFECT_STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"prefect server exited with {server.returncode}:\n{log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"prefect server not healthy after {PREFECT_STARTUP_TIMEOUT_S} s:\n{log.read_text()[-2000:]}")
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory) -> str:
+    """`prefect server start` on 127.0.0.1 and a free port (the work pool and docker tests): the API URL of a fresh
+    Prefect server (SQLite in a temporary PREFECT_HOME), stopped after the session."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    log = home / "server.log"
+    command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("w") as out:
+        server = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        wait_until_healthy(url, server, log)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
 
 
 @dataclass

@@ -11,14 +11,9 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_IMAGE = "local/debian:bookworm"
@@ -69,39 +64,6 @@ def worker_image(docker_engine) -> str:
     build = [*args, "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "--build-arg", f"TORCH_VERSION={TORCH_CPU}"]
     run("bash", str(ROOT / "docker/build.sh"), "worker", WORKER_TAG, *build, timeout=1800, env={**os.environ, **env})
     return WORKER_TAG
-
-
-def wait_healthy(url: str, process: subprocess.Popen, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"{process.args[:3]} exited {process.returncode} before {url} answered")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as reply:
-                if reply.status == 200:
-                    return
-        except OSError:
-            time.sleep(1)
-    raise AssertionError(f"{url} did not answer within {seconds:.0f} s")
-
-
-@pytest.fixture(scope="session")
-def prefect_api(tmp_path_factory) -> str:
-    """`prefect server start` on 127.0.0.1 and a free port (SQLite in a temporary PREFECT_HOME): its API URL."""
-    home = tmp_path_factory.mktemp("prefect-home")
-    port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    env.pop("PREFECT_API_URL", None)
-    log = (home / "server.log").open("w")
-    cli = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-    server = subprocess.Popen(cli, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_healthy(f"http://127.0.0.1:{port}/api/health", server, 180)
-        yield f"http://127.0.0.1:{port}/api"
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-        log.close()
 
 
 def pip_list(image: str) -> dict[str, str]:
