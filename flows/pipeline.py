@@ -29,6 +29,7 @@ from tasks.promotion import promote
 from tasks.publish import register_model, summarize
 from tasks.results import with_result_storage
 from tasks.stages import evaluate_in_tree, evaluation_inputs, evaluation_of, stage_task
+from tasks.stale_runs import reconcile_stale_runs
 
 
 class Tracker:
@@ -105,6 +106,7 @@ def r1_pipeline(
         recipe = checked_recipe(recipe, recipe_path, overrides)  # one line and a Failed run before anything runs
     except ParameterError as err:
         return refused(err)
+    reconcile_stale_runs(recipe.name, get_run_logger())  # a killed earlier run's MLflow and Prefect runs: closed
     pipeline = open_pipeline_run(recipe, flow_run.get_name() or "local", flow_run.get_id() or "")
     try:
         run = Tracker(recipe, pipeline)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 from models.config import Recipe
 from models.records import Artifact
+from models.stale_runs import owner_tags
 from models.storage import StorageConfig, artifact_store
 from models.tracking import client, ensure_experiment, package_versions, start_child_run
 
@@ -37,7 +38,7 @@ def open_pipeline_run(recipe: Recipe, flow_run_name: str, flow_run_id: str) -> P
     run = client().create_run(
         experiment_id,
         run_name=f"pipeline-{flow_run_name}",
-        tags={"pipeline": recipe.name, "prefect.flow_run_id": flow_run_id},
+        tags={"pipeline": recipe.name, "prefect.flow_run_id": flow_run_id, **owner_tags(flow_run_id)},
     )
     run_id = run.info.run_id
     mlflow_client = client()

@@ -4,6 +4,11 @@ raised an alarm, its held-out pass@1 beats the base model's on the same evaluati
 re-evaluated on this one first. Otherwise it stays `candidate`, and the one-line decision names every reason; it is
 logged as the parent run's and the version's `promotion` tag.
 
+Registry integrity: a version is registered only from a stamped output whose files match their checksums, its MLflow
+model counts as logged only once its manifest (every file and its size, logged after the files) is there and every
+file it lists is whole, and an alias (`candidate`, `champion`) is set last, on a version whose files are whole: a kill
+at any moment of a registration leaves no alias on an incomplete model.
+
 A failed gate is retried only when the tracking server or storage could not be reached; a deterministic error
 (another evaluation set, a missing version) fails at once.
 """
@@ -11,6 +16,8 @@ A failed gate is retried only when the tracking server or storage could not be r
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
 from prefect import get_run_logger, task
 
@@ -19,9 +26,55 @@ from models.config import Recipe
 from models.factory import model_record
 from models.records import Artifact
 from models.stages import trained_stages
+from models.storage import StorageConfig, artifact_store
 from models.tracking import client, registered_model_dir
 from tasks.pipeline_run import PipelineRun
 from tasks.stages import evaluate_in_tree
+
+MANIFEST = "model.manifest.json"  # beside the run's `model` artifact: {relative path: size}, logged last
+
+
+def verified_output(final: Artifact, storage: StorageConfig) -> Path:
+    """The local folder of a stamped output, every file checked against its stamp's sha256; one line if unstamped."""
+    store = artifact_store(storage)
+    if store.read_record(final.uri) is None:
+        raise ValueError(f"{final.uri} has no stamp: only a published stage output can be registered")
+    return store.local_copy(final, full=True)
+
+
+def model_manifest(folder: Path) -> dict[str, int]:
+    """{path under `model/`: size} of every file of a saved MLflow model folder."""
+    return {f"model/{p.relative_to(folder)}": p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def log_manifest(run_id: str, folder: Path) -> None:
+    """The manifest of the model just logged from `folder`: logged after its files, it marks them complete."""
+    client().log_dict(run_id, model_manifest(folder), MANIFEST)
+
+
+def _logged_files(run_id: str, path: str) -> dict[str, int]:
+    mlflow_client, found = client(), {}
+    for info in mlflow_client.list_artifacts(run_id, path):
+        found.update(_logged_files(run_id, info.path) if info.is_dir else {info.path: info.file_size})
+    return found
+
+
+def model_files_complete(run_id: str) -> bool:
+    """Whether the `model` artifact of `run_id` is whole: its manifest is there and lists files that all are, with
+    their sizes."""
+    if MANIFEST not in _logged_files(run_id, ""):
+        return False
+    with tempfile.TemporaryDirectory(prefix="r1-manifest-") as tmp:
+        manifest = json.loads(Path(client().download_artifacts(run_id, MANIFEST, tmp)).read_text())
+    logged = _logged_files(run_id, "model")
+    return all(logged.get(path) == size for path, size in manifest.items())
+
+
+def set_alias(name: str, alias: str, version) -> None:
+    """Point `alias` at a version whose model files are whole (registry integrity, module docstring)."""
+    if not model_files_complete(version.run_id):
+        raise RuntimeError(f"{name} version {version.version}: its model files are incomplete; @{alias} not set")
+    client().set_registered_model_alias(name, alias, version.version)
 
 
 def evaluation_summary(evaluation: Artifact, pipeline: PipelineRun) -> tuple[str, float]:
@@ -117,7 +170,7 @@ def promote(
         promoted, why = _against_champion(recipe, version, score, eval_set, pipeline)
     decision = f"{'promoted to champion' if promoted else 'stays candidate'}: {why}"
     if promoted:
-        mlflow_client.set_registered_model_alias(name, "champion", version)
+        set_alias(name, "champion", mlflow_client.get_model_version(name, version))
     mlflow_client.set_model_version_tag(name, version, "promotion", decision)
     mlflow_client.set_tag(pipeline.parent_run_id, "promotion", decision)
     get_run_logger().info("version %s %s", version, decision)

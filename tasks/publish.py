@@ -12,10 +12,9 @@ from prefect.artifacts import create_markdown_artifact
 from models.config import Recipe
 from models.records import Artifact
 from models.stages import trained_stages
-from models.storage import artifact_store
 from models.tracking import client, example_prompt, run_url, save_generation_model
 from tasks.pipeline_run import PipelineRun
-from tasks.promotion import transient_failure
+from tasks.promotion import log_manifest, model_files_complete, set_alias, transient_failure, verified_output
 from tasks.review import comparison_links, describe_runs, interval, log_figures
 
 EVAL_COLUMNS = (
@@ -30,18 +29,20 @@ EVAL_COLUMNS = (
 
 @task(retries=2, retry_delay_seconds=[10, 60], retry_condition_fn=transient_failure)
 def register_model(recipe: Recipe, final: Artifact, alias: str = "candidate") -> str:
-    """Log the final checkpoint into its stage run as an MLflow transformers model (text-generation pipeline with a
-    signature) and register it as `<registered_name>@<alias>`. Idempotent: a model with the same fingerprint
-    already registered keeps its version. The version's source is the copy under the run's artifact URI (s3://...
-    with an S3 store)."""
+    """Log the final checkpoint (stamped, checksums verified) into its stage run as an MLflow transformers model
+    (text-generation pipeline with a signature, then its manifest) and register it as `<registered_name>@<alias>`,
+    the alias set last (tasks/promotion.py: registry integrity). Idempotent: a model with the same fingerprint
+    already registered keeps its version (its files logged again if a kill left them incomplete). The version's
+    source is the copy under the run's artifact URI (s3://... with an S3 store)."""
     mlflow_client, name = client(), recipe.model.registered_name
     if not mlflow_client.search_registered_models(f"name = '{name}'"):
         mlflow_client.create_registered_model(name, description=f"Final model of the '{recipe.name}' R1 pipeline.")
     same = mlflow_client.search_model_versions(f"name = '{name}' and tag.fingerprint = '{final.fingerprint}'")
-    if same:
-        version = same[0].version
-    else:
+    if not (same and model_files_complete(same[0].run_id)):  # a kill while its files were logged: log them again
         _log_mlflow_model(recipe, final)
+    if same:
+        version = same[0]
+    else:
         artifact_uri = mlflow_client.get_run(final.mlflow_run_id).info.artifact_uri
         version = mlflow_client.create_model_version(
             name,
@@ -49,10 +50,10 @@ def register_model(recipe: Recipe, final: Artifact, alias: str = "candidate") ->
             run_id=final.mlflow_run_id,
             tags={"fingerprint": final.fingerprint, "stage": final.stage, "pipeline": recipe.name},
             description=LOAD_HINT.format(name=name),
-        ).version
-    mlflow_client.set_registered_model_alias(name, alias, version)
-    get_run_logger().info("registered %s version %s as @%s", name, version, alias)
-    return version
+        )
+    set_alias(name, alias, version)  # last, on whole files
+    get_run_logger().info("registered %s version %s as @%s", name, version.version, alias)
+    return version.version
 
 
 LOAD_HINT = (
@@ -65,9 +66,10 @@ LOAD_HINT = (
 def _log_mlflow_model(recipe: Recipe, final: Artifact) -> None:
     """The final checkpoint saved as an MLflow model and logged as the `model` artifact of its stage run."""
     with tempfile.TemporaryDirectory(prefix="r1-mlflow-model-") as tmp:
-        saved, folder = Path(tmp) / "model", artifact_store(recipe.storage).local_copy(final)
+        saved, folder = Path(tmp) / "model", verified_output(final, recipe.storage)
         save_generation_model(folder, saved, example_prompt(recipe.data.prompt_style), recipe.evaluation.max_new_tokens)
         client().log_artifacts(final.mlflow_run_id, str(saved), "model")
+        log_manifest(final.mlflow_run_id, saved)
 
 
 def _eval_metrics(evaluation: Artifact, pipeline: PipelineRun) -> dict[str, float]:
