@@ -10,7 +10,7 @@ PREFECT_PORT ?=
 MLFLOW_PORT ?=
 STACK = $(BIN)/python -m infra.local_stack --state $(STATE) $(if $(PREFECT_PORT),--prefect-port $(PREFECT_PORT)) $(if $(MLFLOW_PORT),--mlflow-port $(MLFLOW_PORT))
 
-.PHONY: up down demo run eval bench-gpu bench-rl-curves test-gpu test test-fast quality base-model ui-prefect ui-mlflow clean
+.PHONY: up down demo run eval bench-gpu bench-rl-curves test-gpu test test-fast reliability quality base-model ui-prefect ui-mlflow clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ test: $(BIN)/.installed  ## the whole test suite (CPU), end-to-end flow tests in
 
 test-fast: $(BIN)/.installed  ## unit tests only
 	$(BIN)/python -m pytest -q -m "not slow"
+
+reliability: $(BIN)/.installed  ## kills, two runs at once, storage faults, rewards, guards, bad input, security: one table (OUT=reliability.md)
+	$(BIN)/python tests/reliability/report.py --out $${OUT:-reliability.md}
 
 quality: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -321,6 +321,7 @@ def continue_stage_run(work_area: Path, parent_run_id: str) -> str | None:
     attempt's run left RUNNING with no checkpoint (a kill before the first save) is closed as FAILED."""
     from mlflow.exceptions import MlflowException
 
+    from models.stale_runs import RECONCILED
     from models.tracking import client
 
     mlflow_client = client()
@@ -329,6 +330,8 @@ def continue_stage_run(work_area: Path, parent_run_id: str) -> str | None:
     if run_id:
         try:
             mlflow_client.set_tag(run_id, "mlflow.parentRunId", parent_run_id)
+            if RECONCILED in mlflow_client.get_run(run_id).data.tags:  # closed when its pipeline was found killed
+                mlflow_client.delete_tag(run_id, RECONCILED)
             return run_id
         except MlflowException:
             log.warning("the MLflow run %s of %s is gone; the stage resumes into a new run", run_id, checkpoint)

@@ -35,9 +35,12 @@ MANIFEST = "model.manifest.json"  # beside the run's `model` artifact: {relative
 
 
 def verified_output(final: Artifact, storage: StorageConfig) -> Path:
-    """The local folder of a stamped output, every file checked against its stamp's sha256; one line if unstamped."""
+    """The local folder of the model to register, every file checked against its stamp's sha256. A folder in the
+    store must be a published (stamped) output: an unstamped one is a stage's unfinished work and is refused in one
+    line. A folder outside the store (a base model) has no stamp and is taken as it is."""
     store = artifact_store(storage)
-    if store.read_record(final.uri) is None:
+    in_store = final.uri.removeprefix("file://").startswith(store.root_uri.rstrip("/") + "/")
+    if in_store and store.read_stamp(final.uri) is None:
         raise ValueError(f"{final.uri} has no stamp: only a published stage output can be registered")
     return store.local_copy(final, full=True)
 

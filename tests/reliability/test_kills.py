@@ -76,13 +76,11 @@ def test_every_kill_landed_where_it_was_aimed(killed):
     assert all(a.returncode != 0 for a in by_point.values())
 
 
-def test_the_rerun_completes_with_the_uninterrupted_fingerprints(killed, reference, record_property):
+def test_the_rerun_completes_with_the_uninterrupted_fingerprints(killed, reference):
     pipeline, after = killed
     final = {path: fingerprint for path, (_, fingerprint) in after[-1].items()}
     expected = {path: fingerprint for path, (_, fingerprint) in reference.items()}
-    lost = sorted(set(expected) - set(final))
-    record_property("data_lost", len(lost))
-    assert not lost
+    assert sorted(set(expected) - set(final)) == []
     assert final == expected
 
 
@@ -178,3 +176,32 @@ def test_the_harness_watches_what_it_kills(tmp_path):
     (stage / "abc").mkdir()
     (stage / "abc" / "_fingerprint.json").write_text("{}")
     assert watch.checkpoints("reasoning_rl") == {2: True} and len(watch.stamped("reasoning_rl")) == 1
+
+
+def test_no_alias_points_at_an_incomplete_model(killed):
+    """The registration was killed once; the aliases set since point at versions whose model files are whole."""
+    from models.tracking import client
+    from tasks.promotion import model_files_complete
+
+    pipeline, _ = killed
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{pipeline.state / 'mlflow.db'}")
+        mlflow_client = client()
+        aliases = mlflow_client.get_registered_model("r1-kill").aliases
+        whole = {
+            alias: model_files_complete(mlflow_client.get_model_version("r1-kill", v).run_id)
+            for alias, v in aliases.items()
+        }
+    assert "candidate" in whole and all(whole.values()), whole
+
+
+@pytest.mark.parametrize("point", [p.name for p in KILL_POINTS])
+def test_each_kill_is_survived(killed, reference, point, record_property):
+    """One case of the report per kill point: nothing outlived the kill, and every output the killed attempt had
+    published is in the finished run, unchanged (its data lost: the outputs missing or changed)."""
+    pipeline, after = killed
+    index, attempt = attempt_at(pipeline, point)
+    changed = [path for path, value in after[index].items() if after[-1].get(path) != value]
+    record_property("data_lost", len(changed))
+    assert attempt.survivors == [] and changed == []
+    assert pipeline.attempts[-1].returncode == 0
