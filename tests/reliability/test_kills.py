@@ -76,12 +76,18 @@ def test_every_kill_landed_where_it_was_aimed(killed):
     assert all(a.returncode != 0 for a in by_point.values())
 
 
+def by_stage(found: dict[str, tuple[int, str]]) -> dict[str, list[str]]:
+    """stage -> the sorted fingerprints of its stamped outputs."""
+    stages: dict[str, list[str]] = {}
+    for path, (_, fingerprint) in found.items():
+        stages.setdefault(path.split("/")[2], []).append(fingerprint)
+    return {stage: sorted(fingerprints) for stage, fingerprints in stages.items()}
+
+
 def test_the_rerun_completes_with_the_uninterrupted_fingerprints(killed, reference):
     pipeline, after = killed
-    final = {path: fingerprint for path, (_, fingerprint) in after[-1].items()}
-    expected = {path: fingerprint for path, (_, fingerprint) in reference.items()}
-    assert sorted(set(expected) - set(final)) == []
-    assert final == expected
+    assert pipeline.attempts[-1].returncode == 0
+    assert by_stage(after[-1]) == by_stage(reference)
 
 
 def test_no_finished_stage_is_redone(killed):
@@ -146,13 +152,16 @@ def test_no_mlflow_run_stays_running(killed):
 def test_no_prefect_run_stays_running(killed, prefect_api):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from models.tracking import client
 
     pipeline, _ = killed
-    with pytest.MonkeyPatch.context() as patch:
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        temporary_settings({PREFECT_API_URL: prefect_api}),  # read once at import: not from the environment
+    ):
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{pipeline.state / 'mlflow.db'}")
-        patch.setenv("PREFECT_API_URL", prefect_api)
         mlflow_client = client()
         experiment = mlflow_client.get_experiment_by_name(NAME)
         runs = mlflow_client.search_runs([experiment.experiment_id], max_results=10_000)
@@ -163,7 +172,7 @@ def test_no_prefect_run_stays_running(killed, prefect_api):
     assert len(flow_runs) == len(pipeline.attempts)
     assert [f.name for f in flow_runs if not f.state.is_final()] == []
     assert [t.name for t in task_runs if not t.state.is_final()] == []
-    assert sum(f.state.name == "Crashed" for f in flow_runs) >= 1
+    assert sum(f.state.name == "Crashed" for f in flow_runs) == sum(p.target == "flow" for p in KILL_POINTS)
 
 
 def test_the_harness_watches_what_it_kills(tmp_path):
