@@ -202,10 +202,9 @@ def registered_model_dir(uri: str) -> Path:
     name, version = _version_of(uri)
     folder = state_dir() / "registry" / name / version
     if not folder.is_dir():
-        partial = folder.with_name(f"{version}.partial")
-        shutil.rmtree(partial, ignore_errors=True)
+        partial = _attempt_folder(folder)
         mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=str(partial))
-        partial.rename(folder)
+        _move_into_place(partial, folder)
     return folder if (folder / "config.json").is_file() else huggingface_view(folder)
 
 
@@ -217,14 +216,31 @@ def huggingface_view(mlflow_model: Path) -> Path:
         parts = [mlflow_model / "model", mlflow_model / "components" / "tokenizer"]
         if not parts[0].is_dir():
             raise ValueError(f"{mlflow_model}: neither a Hugging Face folder nor an MLflow transformers model")
-        partial = mlflow_model / "huggingface.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir()
+        partial = _attempt_folder(view)
         for part in (p for p in parts if p.is_dir()):
             for file in part.iterdir():
                 (partial / file.name).symlink_to(file.resolve())
-        partial.rename(view)
+        _move_into_place(partial, view)
     return view
+
+
+def _attempt_folder(final: Path) -> Path:
+    """A new, empty `<final>.partial-<attempt>` beside `final`: two processes never fill the same one."""
+    from models.stores import attempt_id
+
+    partial = final.with_name(f"{final.name}.partial-{attempt_id()}")
+    partial.mkdir(parents=True)
+    return partial
+
+
+def _move_into_place(partial: Path, final: Path) -> None:
+    """Rename `partial` to `final` in one step; if another process got there first, theirs stays, ours goes."""
+    try:
+        partial.rename(final)
+    except OSError:
+        if not final.is_dir():
+            raise
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def example_prompt(prompt_style: str) -> str | list[dict]:

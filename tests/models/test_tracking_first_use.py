@@ -46,3 +46,18 @@ def test_fresh_database_opened_by_three_processes_at_once(tmp_path):
     done = _together(FIRST_USE, tmp_path, processes=3)
     assert [p.returncode for p in done] == [0, 0, 0], [p.stderr[-2000:] for p in done if p.returncode]
     assert len({p.stdout.strip() for p in done}) == 1  # one experiment, found by all
+
+
+@pytest.mark.reliability("concurrent")
+def test_two_downloads_of_one_registered_version_never_share_a_folder(tmp_path):
+    from models.tracking import _attempt_folder, _move_into_place
+
+    final = tmp_path / "registry" / "m" / "1"
+    ours, theirs = _attempt_folder(final), _attempt_folder(final)
+    assert ours != theirs and ours.parent == final.parent
+    (ours / "config.json").write_text("ours")
+    (theirs / "config.json").write_text("theirs")
+    _move_into_place(theirs, final)
+    _move_into_place(ours, final)  # the other process got there first: theirs stays, ours goes
+    assert (final / "config.json").read_text() == "theirs"
+    assert sorted(p.name for p in final.parent.iterdir()) == ["1"]
