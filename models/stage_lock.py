@@ -34,7 +34,7 @@ import uuid
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
-from models.storage import StorageConfig, StorageError
+from models.storage import StorageConfig
 
 LOCKS = ".locks"
 LEASE_TTL_S = 60.0  # a killed holder's S3 lease is taken over this long after its last heartbeat
@@ -216,15 +216,3 @@ def stage_lock(name: str, storage: StorageConfig | None, ttl_s: float = LEASE_TT
         key = "/".join(p for p in (store.prefix, LOCKS, f"{checked_name(name)}.lease") if p)
         return S3Lease(store.client, store.bucket, key, ttl_s)
     return FileLock(store.root / LOCKS / f"{checked_name(name)}.lock")
-
-
-@contextlib.contextmanager
-def held(name: str, storage: StorageConfig | None, timeout: float | None = None):
-    """`with held(key, storage):` holds the lock for the block; StorageError if not got within `timeout`."""
-    lock = stage_lock(name, storage)
-    if not lock.acquire(timeout):
-        raise StorageError(f"lock {name} is held by another run for over {timeout:.0f} s; wait for it or stop it")
-    try:
-        yield lock
-    finally:
-        lock.release()
