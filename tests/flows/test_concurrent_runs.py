@@ -133,7 +133,11 @@ def test_two_runs_on_a_used_state_folder_compute_the_changed_stage_once(fresh):
 def test_two_machines_sharing_a_bucket_compute_each_stage_once(s3, tmp_path):
     server, bucket = s3
     tracking = f"sqlite:///{tmp_path / 'tracking' / 'mlflow.db'}"  # the shared tracking server's stand-in
-    shared = {"MLFLOW_TRACKING_URI": tracking, "R1_STORAGE_URI": f"s3://{bucket}/r1"}
+    shared = {
+        "MLFLOW_TRACKING_URI": tracking,
+        "R1_STORAGE_URI": f"s3://{bucket}/r1",
+        "R1_S3_ENDPOINT_URL": server.endpoint_url,
+    }
     machines = [tmp_path / "machine-a", tmp_path / "machine-b"]
     run_together([_env(state, **shared) for state in machines], RECIPE)
     pair = pipeline_runs(tracking)
