@@ -13,6 +13,7 @@ import os
 import sys
 import time
 
+from flows.embedded_api import start_embedded_api
 from flows.parameters import data_problem, deployment_problem, model_problem, storage_problem
 from models.config import Recipe
 from models.recipe import RecipeError, load_recipe
@@ -91,6 +92,7 @@ def stage_main(argv: list[str]) -> int:
     configure_environment()
     if refused("storage", storage_problem(recipe)) or refused("launch", deployment_problem(recipe)):
         return 2
+    start_embedded_api()
     from mlflow.exceptions import MlflowException
 
     from flows.one_stage import run_one_stage
@@ -124,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_environment()
     if refused("storage", storage_problem(recipe)) or refused("launch", deployment_problem(recipe)):
         return 2
+    start_embedded_api()
     if args.evaluate is not None:
         return evaluate(args.evaluate, recipe)
     from flows.pipeline import r1_pipeline

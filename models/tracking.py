@@ -1,5 +1,8 @@
 """MLflow behind one small module: experiments, the run tree, params, plots, tables, UI links and the model registry.
 
+A local SQLite database is created (MLflow's schema migrations) by one process at a time, under a lock file beside
+it, so that two runs starting together on a fresh state folder both succeed.
+
 The experiment is tagged as model training (`mlflow.experimentKind`); MLflow 3.17's UI picks its view from the
 `workflowType` query of the page instead, so every link made here carries `workflowType=machine_learning`.
 """
@@ -19,6 +22,7 @@ from urllib.parse import quote
 import mlflow
 from mlflow.tracking import MlflowClient
 
+from models.stage_lock import FileLock
 from models.storage import StorageConfig, mlflow_artifact_location, state_dir, tracking_uri
 
 PACKAGES = (
@@ -38,17 +42,39 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # what the UI's experiment-type s
 MODEL_TRAINING = "custom_model_development"  # shown as "Machine learning" (not "GenAI apps & agents")
 UI_VIEW = "workflowType=machine_learning"  # the query that opens MLflow 3.17's UI on its model-training view
 DESCRIPTION_TAG = "mlflow.note.content"  # a run's description: markdown at the top of its Overview tab
+_prepared: set[str] = set()  # tracking URIs whose stores this process has opened
 
 
 def client() -> MlflowClient:
-    mlflow.set_tracking_uri(tracking_uri())
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    if uri not in _prepared:
+        prepare_store(uri)
+        _prepared.add(uri)
     return MlflowClient()
+
+
+def prepare_store(uri: str) -> None:
+    """Open the tracking and registry stores of `uri` once; a SQLite database under `<db>.lock`, since MLflow runs its
+    schema migrations unguarded when it finds the tables missing (two first users at once: one dies midway)."""
+    if not uri.startswith("sqlite:///"):
+        return
+    database = Path(uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(database.with_name(f"{database.name}.lock"))
+    lock.acquire()
+    try:
+        opened = MlflowClient(uri, registry_uri=uri)
+        opened.search_experiments(max_results=1)
+        opened.search_registered_models(max_results=1)
+    finally:
+        lock.release()
 
 
 def ensure_experiment(name: str, storage: StorageConfig | None = None) -> str:
     """Experiment id of `name`, tagged as model training, created with an explicit artifact location when tracking is
     a local database (the state folder's mlartifacts) or the artifact store is S3 (s3://bucket/prefix/mlflow/<name>).
-    An existing experiment keeps a kind someone chose in the UI."""
+    An existing experiment keeps a kind someone chose in the UI; one that another run creates meanwhile is taken."""
     mlflow_client = client()
     found = mlflow_client.get_experiment_by_name(name)
     if found:
@@ -59,7 +85,14 @@ def ensure_experiment(name: str, storage: StorageConfig | None = None) -> str:
     location = None
     if tracking_uri().startswith("sqlite:") or storage.is_s3:
         location = mlflow_artifact_location(storage, name)
-    return mlflow_client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING})
+    try:
+        return mlflow_client.create_experiment(
+            name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING}
+        )
+    except mlflow.exceptions.MlflowException as err:  # another run created it since we looked: take theirs
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return mlflow_client.get_experiment_by_name(name).experiment_id
 
 
 def start_child_run(experiment_id: str, parent_run_id: str, name: str, tags: dict[str, str]) -> str:
@@ -169,10 +202,9 @@ def registered_model_dir(uri: str) -> Path:
     name, version = _version_of(uri)
     folder = state_dir() / "registry" / name / version
     if not folder.is_dir():
-        partial = folder.with_name(f"{version}.partial")
-        shutil.rmtree(partial, ignore_errors=True)
+        partial = _attempt_folder(folder)
         mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", dst_path=str(partial))
-        partial.rename(folder)
+        _move_into_place(partial, folder)
     return folder if (folder / "config.json").is_file() else huggingface_view(folder)
 
 
@@ -184,14 +216,31 @@ def huggingface_view(mlflow_model: Path) -> Path:
         parts = [mlflow_model / "model", mlflow_model / "components" / "tokenizer"]
         if not parts[0].is_dir():
             raise ValueError(f"{mlflow_model}: neither a Hugging Face folder nor an MLflow transformers model")
-        partial = mlflow_model / "huggingface.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir()
+        partial = _attempt_folder(view)
         for part in (p for p in parts if p.is_dir()):
             for file in part.iterdir():
                 (partial / file.name).symlink_to(file.resolve())
-        partial.rename(view)
+        _move_into_place(partial, view)
     return view
+
+
+def _attempt_folder(final: Path) -> Path:
+    """A new, empty `<final>.partial-<attempt>` beside `final`: two processes never fill the same one."""
+    from models.stores import attempt_id
+
+    partial = final.with_name(f"{final.name}.partial-{attempt_id()}")
+    partial.mkdir(parents=True)
+    return partial
+
+
+def _move_into_place(partial: Path, final: Path) -> None:
+    """Rename `partial` to `final` in one step; if another process got there first, theirs stays, ours goes."""
+    try:
+        partial.rename(final)
+    except OSError:
+        if not final.is_dir():
+            raise
+        shutil.rmtree(partial, ignore_errors=True)
 
 
 def example_prompt(prompt_style: str) -> str | list[dict]:

@@ -5,6 +5,10 @@ Cache: a task's result is reused when its spec's key is unchanged (tasks/caching
 shared recipe parts it reads, its inputs' fingerprints and the code that can change its result. Results persist in
 Prefect's result storage under the state folder. A cached result whose output has gone is recomputed (the flow
 refreshes it).
+
+Two pipelines at one stage: one computes it while the other waits on the lock named by its cache key
+(tasks/caching.py), then takes the first one's result; a stage whose output was published but whose result was not
+written (its flow killed in between) is taken from the output.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from models.stage_io import StageSpec, scratch_dir, stage_output, stage_spec
 from models.stages import EVALUATE, SOURCES, STAGES
 from models.storage import output_store
 from models.tracking import client, start_child_run
-from tasks.caching import task_cache_key
+from tasks.caching import STAGE_CACHE
 from tasks.launch import launch
 from tasks.pipeline_run import PipelineRun, is_live, log_evaluation
 from tasks.progress import ProgressArtifact
@@ -56,7 +60,7 @@ def placed(spec: StageSpec, pipeline: PipelineRun, run_id: str | None) -> StageS
     return spec.model_copy(update={"output": stage_output(pipeline.name, spec), "mlflow_run_id": run_id})
 
 
-@task(cache_key_fn=task_cache_key, persist_result=True, retries=0, log_prints=True)
+@task(cache_policy=STAGE_CACHE, persist_result=True, retries=0, log_prints=True)
 def run_stage(spec: StageSpec, pipeline: PipelineRun) -> Artifact:
     """Train (or sample, for rejection_sampling) one stage, resuming a killed attempt from its last checkpoint; cache
     invalidated by its spec's key. An output that an earlier attempt published under the same key (one whose flow
@@ -82,7 +86,7 @@ def stage_run(spec: StageSpec, pipeline: PipelineRun) -> str:
     return resumed or start_child_run(pipeline.experiment_id, pipeline.parent_run_id, spec.stage, tags)
 
 
-@task(cache_key_fn=task_cache_key, persist_result=True, retries=0, log_prints=True)
+@task(cache_policy=STAGE_CACHE, persist_result=True, retries=0, log_prints=True)
 def evaluate(spec: StageSpec, pipeline: PipelineRun) -> Artifact:
     """pass@1 / cons@k of inputs['model'] on the held-out split (and its paired gain over inputs['baseline'], an
     earlier evaluation), logged into spec.mlflow_run_id: the run that stands for the model's stage in this
