@@ -44,10 +44,10 @@ SHA256 = {"ChecksumAlgorithm": "SHA256"}  # the server checks each PUT and part,
 log = logging.getLogger(__name__)
 
 
-# Client policy. A transient fault (500, 503 SlowDown, a dropped or reset connection, a read past READ_TIMEOUT_S) is
-# retried in botocore's standard mode, up to MAX_ATTEMPTS tries with jittered exponential backoff (at most 20 s
-# between tries); with 10% of requests failing independently, one call still fails after all tries about once in
-# 10^8. A dead endpoint (connection refused) costs the backoff only, and the preflight stops in seconds.
+# Client policy. A transient fault (500, 503 SlowDown, a dropped or reset connection, no answer within
+# READ_TIMEOUT_S) is retried in botocore's standard mode, up to MAX_ATTEMPTS tries with jittered exponential backoff
+# (base 50 ms, 1 s for throttling such as SlowDown, at most 20 s): with 10% of requests failing independently, a call
+# fails after all its tries about once in 10^8. A dead endpoint (connection refused) fails in seconds.
 CONNECT_TIMEOUT_S, READ_TIMEOUT_S, MAX_ATTEMPTS = 5, 60, 8
 PREFLIGHT_CONNECT_TIMEOUT_S, PREFLIGHT_READ_TIMEOUT_S, PREFLIGHT_MAX_ATTEMPTS = 2, 5, 3
 BODY_ATTEMPTS = 5  # reads of an object's body cut short (botocore does not retry a body read)
@@ -133,6 +133,7 @@ class S3Store(ArtifactStore):
         self.endpoint_url = cfg.endpoint_url
         self.root_uri = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
         self.client = s3_client(cfg.endpoint_url)
+        self.cleanup_client = s3_client(cfg.endpoint_url, preflight=True)  # best effort: no long retries
         chunk = cfg.multipart_threshold_mb * MB
         self.transfer = TransferConfig(multipart_threshold=chunk, multipart_chunksize=chunk)
         self.cache = ArtifactCache(cache_dir or cache_root(), int(cfg.cache_max_gb * (1 << 30)))
@@ -191,7 +192,7 @@ class S3Store(ArtifactStore):
                     Bucket=self.bucket, Key=self.key(relative, STAMP), Body=stamp.model_dump_json(indent=2)
                 )
         except BaseException:
-            self._abort_uploads(attempt)
+            self._abort_uploads(attempt, failed=True)
             self._discard(attempt)
             raise
         log.info("published %s (%d files, %d bytes)", stamp.record.uri, len(stamp.files), stamp.size)
@@ -217,17 +218,25 @@ class S3Store(ArtifactStore):
 
     def _discard(self, prefix: str) -> None:
         """Best effort: the objects of a failed publish attempt (clean_attempts removes what is left)."""
-        with contextlib.suppress(Exception):
-            self.remove_keys([key for key, _, _ in self._keys(prefix + "/")])
-
-    def _abort_uploads(self, prefix: str) -> None:
-        """Abort the multipart uploads left under `prefix`: a failed upload, or one whose CreateMultipartUpload
-        answer was lost (the retried request started another). Best effort: a failure is logged."""
         try:
-            pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=prefix)
-            for upload in (u for page in pages for u in page.get("Uploads", [])):
-                self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
-                log.info("aborted the unfinished multipart upload of s3://%s/%s", self.bucket, upload["Key"])
+            pages = self.cleanup_client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+            keys = [{"Key": item["Key"]} for page in pages for item in page.get("Contents", [])]
+            for i in range(0, len(keys), 1000):
+                batch = {"Objects": keys[i : i + 1000], "Quiet": True}
+                self.cleanup_client.delete_objects(Bucket=self.bucket, Delete=batch)
+        except Exception as err:  # noqa: BLE001 - the failure of the publish itself is what is raised
+            log.warning("could not remove the failed attempt s3://%s/%s: %s", self.bucket, prefix, err)
+
+    def _abort_uploads(self, prefix: str, failed: bool = False) -> None:
+        """Abort the multipart uploads left under `prefix`: a failed upload, or one whose CreateMultipartUpload
+        answer was lost (the retried request started another). Best effort (few retries once the attempt `failed`):
+        a failure is logged."""
+        client = self.cleanup_client if failed else self.client
+        try:
+            for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=prefix):
+                for upload in page.get("Uploads", []):
+                    client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                    log.info("aborted the unfinished multipart upload of s3://%s/%s", self.bucket, upload["Key"])
         except Exception as err:  # noqa: BLE001 - cleanup must not hide the outcome of the upload itself
             log.warning("could not abort multipart uploads under s3://%s/%s: %s", self.bucket, prefix, err)
 
@@ -346,7 +355,7 @@ class S3Store(ArtifactStore):
                 self._abort_uploads(prefix + "/")
                 self.client.put_object(Bucket=self.bucket, Key=f"{prefix}/{PUSHED}", Body=pushed.model_dump_json())
         except BaseException:
-            self._abort_uploads(prefix + "/")
+            self._abort_uploads(prefix + "/", failed=True)
             raise
         log.info("pushed %d of %d files of %s to %s", len(changed), len(files), local, self.uri_for(relative))
 
