@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 # (base 50 ms, 1 s for throttling such as SlowDown, at most 20 s): with 10% of requests failing independently, a call
 # fails after all its tries about once in 10^8. A dead endpoint (connection refused) fails in seconds.
 CONNECT_TIMEOUT_S, READ_TIMEOUT_S, MAX_ATTEMPTS = 5, 60, 8
-PREFLIGHT_CONNECT_TIMEOUT_S, PREFLIGHT_READ_TIMEOUT_S, PREFLIGHT_MAX_ATTEMPTS = 2, 5, 3
+PREFLIGHT_CONNECT_TIMEOUT_S, PREFLIGHT_READ_TIMEOUT_S, PREFLIGHT_MAX_ATTEMPTS = 2, 5, 5
 BODY_ATTEMPTS = 5  # reads of an object's body cut short (botocore does not retry a body read)
 
 

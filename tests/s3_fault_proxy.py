@@ -248,3 +248,21 @@ class _FaultHandler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.connection.close()
+
+
+def open_uploads(client, bucket: str) -> list[str]:
+    """Keys of the multipart uploads begun in `bucket` and neither completed nor aborted."""
+    return [u["Key"] for u in client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+
+
+def unstamped_objects(client, bucket: str, stamp_name: str = "_fingerprint.json") -> list[str]:
+    """Objects under an output's `.attempts/` that no stamp names: what a partial or abandoned publish left."""
+    import json
+
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
+    named = set()
+    for key in (k for k in keys if k.endswith(f"/{stamp_name}")):
+        stamp = json.loads(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+        named.add(f"{key.removesuffix(stamp_name)}{stamp['objects']}/")
+    return [k for k in keys if "/.attempts/" in k and not any(k.startswith(prefix) for prefix in named)]

@@ -20,7 +20,8 @@ from models.records import STAMP
 from models.resume import COMPLETE, resume_point
 from models.s3_store import S3Store
 from models.storage import StorageConfig, StorageError, artifact_store
-from models.stores import CorruptObjectError, Stamp
+from models.stores import CorruptObjectError
+from tests import s3_fault_proxy as proxy_audit
 from tests.conftest import free_port
 from tests.s3_fault_proxy import FaultProxy, FaultSchedule
 
@@ -58,20 +59,14 @@ def bucket_keys(s3) -> list[str]:
     return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
 
-def open_uploads(s3) -> list[dict]:
+def open_uploads(s3) -> list[str]:
     server, bucket = s3
-    return server.client().list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    return proxy_audit.open_uploads(server.client(), bucket)
 
 
 def unstamped_objects(s3) -> list[str]:
-    """Objects under an output's `.attempts/` that no stamp names (a partial or abandoned publish)."""
     server, bucket = s3
-    keys = bucket_keys(s3)
-    named = set()
-    for key in (k for k in keys if k.endswith(f"/{STAMP}")):
-        stamp = server.client().get_object(Bucket=bucket, Key=key)["Body"].read()
-        named.add(f"{key.removesuffix(STAMP)}{Stamp.model_validate_json(stamp).objects}/")
-    return [k for k in keys if "/.attempts/" in k and not any(k.startswith(prefix) for prefix in named)]
+    return proxy_audit.unstamped_objects(server.client(), bucket, STAMP)
 
 
 def damaged(body: bytes, truncate: bool) -> bytes:
