@@ -25,6 +25,7 @@ from models.artifact_cache import ArtifactCache
 from models.records import STAMP, Artifact
 from models.storage import StorageConfig, StorageError, cache_root
 from models.stores import (
+    CHECKPOINT_FIX,
     PUSHED,
     ArtifactStore,
     CorruptObjectError,
@@ -373,7 +374,7 @@ class S3Store(ArtifactStore):
             target.parent.mkdir(parents=True, exist_ok=True)
             with self._errors(f"{self.uri_for(relative)}/{name}"):
                 self.client.download_file(self.bucket, self.key(relative, name), str(target), Config=self.transfer)
-            check_file(target, entry, f"{self.uri_for(relative)}/{name}")
+            check_file(target, entry, f"{self.uri_for(relative)}/{name}", fix=CHECKPOINT_FIX)
         return True
 
     def list_dirs(self, relative: str) -> list[str]:

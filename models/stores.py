@@ -84,18 +84,19 @@ def manifest(folder: Path) -> tuple[str, dict[str, FileEntry]]:
     return fingerprint.hexdigest()[:16], files
 
 
-def check_file(path: Path, entry: FileEntry, name: str, full: bool = True) -> None:
-    """Refuse `path` (shown as `name`) unless its size and, if `full`, its sha256 match the stamp's."""
+OUTPUT_FIX = "delete that output so its stage runs again"
+CHECKPOINT_FIX = "the checkpoint is removed and the one before it resumed"
+
+
+def check_file(path: Path, entry: FileEntry, name: str, full: bool = True, fix: str = OUTPUT_FIX) -> None:
+    """Refuse `path` (shown as `name`) unless its size and, if `full`, its sha256 match the stamp's (or manifest's);
+    the one-line CorruptObjectError ends with `fix`."""
     size = path.stat().st_size if path.is_file() else -1
     if size != entry.size:
-        found = "missing" if size < 0 else f"{size} bytes, stamp says {entry.size}"
-        raise CorruptObjectError(
-            f"{name} is truncated or missing ({found}): delete that output so its stage runs again"
-        )
+        found = "missing" if size < 0 else f"{size} bytes, expected {entry.size}"
+        raise CorruptObjectError(f"{name} is truncated or missing ({found}): {fix}")
     if full and file_sha256(path) != entry.sha256:
-        raise CorruptObjectError(
-            f"{name} is corrupt (sha256 differs from its stamp): delete that output so its stage runs again"
-        )
+        raise CorruptObjectError(f"{name} is corrupt (sha256 differs from its stamp): {fix}")
 
 
 def check_relative(relative: str) -> str:
@@ -274,7 +275,7 @@ class LocalStore(ArtifactStore):
         if source.resolve() != local.resolve():
             shutil.copytree(source, local, dirs_exist_ok=True, ignore=shutil.ignore_patterns(PUSHED))
         for name, entry in files.items():
-            check_file(local / name, entry, str(source / name))
+            check_file(local / name, entry, str(source / name), fix=CHECKPOINT_FIX)
         return True
 
     def list_dirs(self, relative: str) -> list[str]:

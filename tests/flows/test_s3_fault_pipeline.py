@@ -117,3 +117,70 @@ def test_every_published_output_reads_back_intact(run, s3_server, faulty_bucket,
     for key in stamps:
         record = store.read_record(f"s3://{bucket}/{key.removesuffix('/_fingerprint.json')}")
         assert store.local_copy(record).is_dir()
+
+
+SFT = [
+    "data.cold_start_size=64",
+    "cold_start_sft.trl.per_device_train_batch_size=8",
+    "cold_start_sft.trl.logging_steps=1",
+    "cold_start_sft.trl.num_train_epochs=3",  # 24 steps: time to kill it after checkpoint-8
+    "cold_start_sft.checkpoint_every=4",
+]
+
+
+def stage_process(spec, folder):
+    """`python -m models.run_stage spec.json` on a worker whose state folder is `folder` (empty at first)."""
+    import os
+    import subprocess
+    import sys
+
+    from models.config import PROJECT_ROOT
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "spec.json").write_text(spec.model_dump_json())
+    env = {**os.environ, "R1_STATE_DIR": str(folder / "state"), "PYTHONPATH": str(PROJECT_ROOT), "TQDM_DISABLE": "1"}
+    command = [sys.executable, "-m", "models.run_stage", str(folder / "spec.json")]
+    with (folder / "stage.log").open("w") as log:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=PROJECT_ROOT)
+
+
+def test_a_damaged_checkpoint_in_the_bucket_is_refused_and_the_one_before_resumed(
+    faulty_bucket, s3_server, tmp_path, weights_of
+):
+    """Worker 1 (through the faults) is killed once checkpoint-8 is in the bucket; a byte of that checkpoint's
+    weights is flipped; worker 2, with an empty disk, refuses it in one line, resumes from checkpoint-4 and ends with
+    the weights of an uninterrupted run: the damaged weights were never loaded."""
+    import time
+
+    import torch
+
+    from models.factory import model_record
+    from models.s3_store import S3Store
+    from models.stage_io import stage_spec
+    from models.storage import StorageConfig, artifact_store
+
+    bucket, _ = faulty_bucket
+    recipe = load_recipe(None, SFT)
+    store, base = artifact_store(), model_record(recipe.model.base, "base_model")
+    direct = S3Store(StorageConfig(uri=f"s3://{bucket}/r1", endpoint_url=s3_server.endpoint_url), tmp_path / "cache")
+    killed = stage_spec("cold_start_sft", recipe, {"model": base}, output=store.uri_for("damaged/killed"))
+    first, area = stage_process(killed, tmp_path / "worker1"), "damaged/killed.trainer"
+    deadline = time.monotonic() + 300
+    while "checkpoint-8" not in direct.list_dirs(area):
+        assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "worker1" / "stage.log").read_text()
+        time.sleep(0.05)
+    first.kill()
+    first.wait()
+    *_, before, newest = direct.list_dirs(area)
+    key = direct.key(f"{area}/{newest}/model.safetensors")
+    body = s3_server.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    s3_server.client().put_object(Bucket=bucket, Key=key, Body=body[:-1] + bytes([body[-1] ^ 1]))
+    assert stage_process(killed, tmp_path / "worker2").wait(timeout=300) == 0
+    log = (tmp_path / "worker2" / "stage.log").read_text()
+    refused = [line for line in log.splitlines() if "refusing checkpoint" in line]
+    assert len(refused) == 1 and f"{newest}/model.safetensors is corrupt" in refused[0], log[-3000:]
+    assert f"resuming from {tmp_path / 'worker2'}" in log and f"{before}" in log.split("resuming from")[1][:300]
+    straight = killed.model_copy(update={"output": store.uri_for("damaged/straight")})
+    assert stage_process(straight, tmp_path / "worker3").wait(timeout=300) == 0
+    resumed, expected = (weights_of(str(direct.local_copy(direct.read_record(s.output)))) for s in (killed, straight))
+    assert all(torch.equal(expected[k], resumed[k]) for k in expected)
