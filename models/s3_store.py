@@ -69,13 +69,15 @@ def s3_client(endpoint_url: str | None, preflight: bool = False):
 
 
 def read_object(client, bucket: str, key: str) -> bytes:
-    """The whole body of an object; a body cut short (a reset connection, a read timeout) is fetched again."""
-    from botocore.exceptions import ConnectionClosedError, IncompleteReadError, ReadTimeoutError, ResponseStreamingError
+    """The whole body of an object; a body cut short (a reset connection, a read timeout) is fetched again (the
+    request itself is retried by the client)."""
+    from botocore.exceptions import IncompleteReadError, ReadTimeoutError, ResponseStreamingError
 
     for attempt in range(1, BODY_ATTEMPTS):
+        body = client.get_object(Bucket=bucket, Key=key)["Body"]
         try:
-            return client.get_object(Bucket=bucket, Key=key)["Body"].read()
-        except (ResponseStreamingError, IncompleteReadError, ReadTimeoutError, ConnectionClosedError) as err:
+            return body.read()
+        except (ResponseStreamingError, IncompleteReadError, ReadTimeoutError) as err:
             log.info("reading s3://%s/%s was cut short (%s); reading it again", bucket, key, type(err).__name__)
             time.sleep(min(0.2 * 2**attempt, 5))
     return client.get_object(Bucket=bucket, Key=key)["Body"].read()
