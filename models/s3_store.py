@@ -13,9 +13,11 @@ the size-bounded cache <state>/cache/<fingerprint>/ and are checked against the 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import shutil
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -23,8 +25,10 @@ from models.artifact_cache import ArtifactCache
 from models.records import STAMP, Artifact
 from models.storage import StorageConfig, StorageError, cache_root
 from models.stores import (
+    CHECKPOINT_FIX,
     PUSHED,
     ArtifactStore,
+    CorruptObjectError,
     FileEntry,
     Pushed,
     Stamp,
@@ -37,7 +41,17 @@ from models.stores import (
 )
 
 MB = 1 << 20
+SHA256 = {"ChecksumAlgorithm": "SHA256"}  # the server checks each PUT and part, and keeps the whole object's SHA-256
 log = logging.getLogger(__name__)
+
+
+# Client policy. A transient fault (500, 503 SlowDown, a dropped or reset connection, no answer within
+# READ_TIMEOUT_S) is retried in botocore's standard mode, up to MAX_ATTEMPTS tries with jittered exponential backoff
+# (base 50 ms, 1 s for throttling such as SlowDown, at most 20 s): with 10% of requests failing independently, a call
+# fails after all its tries about once in 10^8. A dead endpoint (connection refused) fails in seconds.
+CONNECT_TIMEOUT_S, READ_TIMEOUT_S, MAX_ATTEMPTS = 5, 60, 8
+PREFLIGHT_CONNECT_TIMEOUT_S, PREFLIGHT_READ_TIMEOUT_S, PREFLIGHT_MAX_ATTEMPTS = 2, 5, 5
+BODY_ATTEMPTS = 5  # reads of an object's body cut short (botocore does not retry a body read)
 
 
 def s3_client(endpoint_url: str | None, preflight: bool = False):
@@ -46,12 +60,32 @@ def s3_client(endpoint_url: str | None, preflight: bool = False):
     from botocore.config import Config
 
     config = Config(
-        connect_timeout=2 if preflight else 10,
-        read_timeout=3 if preflight else 120,
-        retries={"total_max_attempts": 2 if preflight else 5, "mode": "standard"},
+        connect_timeout=PREFLIGHT_CONNECT_TIMEOUT_S if preflight else CONNECT_TIMEOUT_S,
+        read_timeout=PREFLIGHT_READ_TIMEOUT_S if preflight else READ_TIMEOUT_S,
+        retries={"total_max_attempts": PREFLIGHT_MAX_ATTEMPTS if preflight else MAX_ATTEMPTS, "mode": "standard"},
         s3={"addressing_style": "path"} if endpoint_url else None,
     )
     return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
+
+
+def read_object(client, bucket: str, key: str) -> bytes:
+    """The whole body of an object; a body cut short (a reset connection, a read timeout) is fetched again (the
+    request itself is retried by the client)."""
+    from botocore.exceptions import IncompleteReadError, ReadTimeoutError, ResponseStreamingError
+
+    for attempt in range(1, BODY_ATTEMPTS):
+        body = client.get_object(Bucket=bucket, Key=key)["Body"]
+        try:
+            return body.read()
+        except (ResponseStreamingError, IncompleteReadError, ReadTimeoutError) as err:
+            log.info("reading s3://%s/%s was cut short (%s); reading it again", bucket, key, type(err).__name__)
+            time.sleep(min(0.2 * 2**attempt, 5))
+    return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def sha256_base64(hex_digest: str) -> str:
+    """A hex SHA-256 as S3's ChecksumSHA256 writes it."""
+    return base64.b64encode(bytes.fromhex(hex_digest)).decode()
 
 
 def split_s3(uri: str) -> tuple[str, str]:
@@ -102,6 +136,7 @@ class S3Store(ArtifactStore):
         self.endpoint_url = cfg.endpoint_url
         self.root_uri = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
         self.client = s3_client(cfg.endpoint_url)
+        self.cleanup_client = s3_client(cfg.endpoint_url, preflight=True)  # best effort: no long retries
         chunk = cfg.multipart_threshold_mb * MB
         self.transfer = TransferConfig(multipart_threshold=chunk, multipart_chunksize=chunk)
         self.cache = ArtifactCache(cache_dir or cache_root(), int(cfg.cache_max_gb * (1 << 30)))
@@ -143,23 +178,70 @@ class S3Store(ArtifactStore):
         return self.cache.root.parent / "work" / f"{check_relative(relative)}.partial"
 
     def publish(self, work: Path, relative: str, meta: dict) -> Artifact:
-        """Upload `work` under a fresh attempt prefix, then PUT the stamp; `work` becomes the cache entry."""
+        """Upload `work` under a fresh attempt prefix, check every object the server holds against the stamp, then
+        PUT the stamp; `work` becomes the cache entry. A failed attempt's objects and multipart uploads are removed."""
         objects = f".attempts/{attempt_id()}"
         stamp = stamp_record(work, self.uri_for(relative), meta, objects)
-        with self._errors(stamp.record.uri):
-            for name in stamp.files:
-                self.client.upload_file(
-                    str(work / name), self.bucket, self.key(relative, objects, name), Config=self.transfer
+        attempt = self.key(relative, objects)
+        try:
+            with self._errors(stamp.record.uri):
+                for name in stamp.files:
+                    self.client.upload_file(
+                        str(work / name), self.bucket, f"{attempt}/{name}", Config=self.transfer, ExtraArgs=SHA256
+                    )
+                self._verify_uploaded(attempt, stamp)
+                self._abort_uploads(attempt)
+                self.client.put_object(
+                    Bucket=self.bucket, Key=self.key(relative, STAMP), Body=stamp.model_dump_json(indent=2)
                 )
-            self.client.put_object(
-                Bucket=self.bucket, Key=self.key(relative, STAMP), Body=stamp.model_dump_json(indent=2)
-            )
+        except BaseException:
+            self._abort_uploads(attempt, failed=True)
+            self._discard(attempt)
+            raise
         log.info("published %s (%d files, %d bytes)", stamp.record.uri, len(stamp.files), stamp.size)
         if self.cache.get(stamp.record.fingerprint) is None:
             self.cache.commit(work, stamp)
         else:
             shutil.rmtree(work, ignore_errors=True)
         return stamp.record
+
+    def _verify_uploaded(self, prefix: str, stamp: Stamp | Pushed, names=None) -> None:
+        """Every file of `stamp` (or those `names`) is under `prefix` with its size and, where the server gives a
+        whole-object SHA-256 (single-part uploads), that checksum: else a CorruptObjectError and no stamp."""
+        for name in names if names is not None else stamp.files:
+            entry, uri = stamp.files[name], f"s3://{self.bucket}/{prefix}/{name}"
+            head = self.client.head_object(Bucket=self.bucket, Key=f"{prefix}/{name}", ChecksumMode="ENABLED")
+            checksum = head.get("ChecksumSHA256")
+            whole = entry.size < self.transfer.multipart_threshold and checksum and "-" not in checksum
+            if head["ContentLength"] != entry.size or (whole and checksum != sha256_base64(entry.sha256)):
+                raise CorruptObjectError(
+                    f"{uri} as stored differs from the uploaded file (size or SHA-256): the attempt is discarded; "
+                    "run the stage again"
+                )
+
+    def _discard(self, prefix: str) -> None:
+        """Best effort: the objects of a failed publish attempt (clean_attempts removes what is left)."""
+        try:
+            pages = self.cleanup_client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+            keys = [{"Key": item["Key"]} for page in pages for item in page.get("Contents", [])]
+            for i in range(0, len(keys), 1000):
+                batch = {"Objects": keys[i : i + 1000], "Quiet": True}
+                self.cleanup_client.delete_objects(Bucket=self.bucket, Delete=batch)
+        except Exception as err:  # noqa: BLE001 - the failure of the publish itself is what is raised
+            log.warning("could not remove the failed attempt s3://%s/%s: %s", self.bucket, prefix, err)
+
+    def _abort_uploads(self, prefix: str, failed: bool = False) -> None:
+        """Abort the multipart uploads left under `prefix`: a failed upload, or one whose CreateMultipartUpload
+        answer was lost (the retried request started another). Best effort (few retries once the attempt `failed`):
+        a failure is logged."""
+        client = self.cleanup_client if failed else self.client
+        try:
+            for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=prefix):
+                for upload in page.get("Uploads", []):
+                    client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                    log.info("aborted the unfinished multipart upload of s3://%s/%s", self.bucket, upload["Key"])
+        except Exception as err:  # noqa: BLE001 - cleanup must not hide the outcome of the upload itself
+            log.warning("could not abort multipart uploads under s3://%s/%s: %s", self.bucket, prefix, err)
 
     def put_text(self, relative: str, text: str) -> str:
         uri = self.uri_for(relative)
@@ -172,13 +254,13 @@ class S3Store(ArtifactStore):
             return super().get_text(uri)
         bucket, key = split_s3(uri)
         with self._errors(uri, missing=f"{uri} does not exist: write it with put_text first"):
-            return self.client.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+            return read_object(self.client, bucket, key).decode()
 
     def _get_json(self, bucket: str, key: str) -> bytes | None:
         from botocore.exceptions import ClientError
 
         try:
-            return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            return read_object(self.client, bucket, key)
         except ClientError as err:
             if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None
@@ -242,31 +324,48 @@ class S3Store(ArtifactStore):
                     yield item["Key"], item["Size"], item["LastModified"]
 
     def _manifest(self, relative: str) -> dict[str, FileEntry] | None:
-        with self._errors(self.uri_for(relative)):
+        uri = f"{self.uri_for(relative)}/{PUSHED}"
+        with self._errors(uri):
             body = self._get_json(self.bucket, self.key(relative, PUSHED))
         if body is None:
             return None
-        return dict(Pushed.model_validate_json(body).files)
+        try:
+            return dict(Pushed.model_validate_json(body).files)
+        except ValueError:
+            raise CorruptObjectError(f"{uri} is not a valid manifest (damaged): that folder is refused") from None
 
     def push_dir(self, local: Path, relative: str) -> None:
         """Mirror the finished folder `local` (a TRL checkpoint-N) to the work area `relative`: new or changed
-        files only; its manifest is removed while files change and PUT last, so a pull sees whole folders only."""
+        files only, each checked on the server; its manifest is removed while files change and PUT last, so a pull
+        sees whole folders only."""
         _, files = manifest(local)
-        before = self._manifest(relative) or {}
+        try:
+            before = self._manifest(relative) or {}
+        except CorruptObjectError:
+            before = {}
         changed = [name for name, entry in files.items() if before.get(name) != entry]
         if not changed and set(before) == set(files):
             return
-        pushed = Pushed(files=files)
-        with self._errors(self.uri_for(relative)):
-            self.client.delete_object(Bucket=self.bucket, Key=self.key(relative, PUSHED))
-            for name in changed:
-                self.client.upload_file(str(local / name), self.bucket, self.key(relative, name), Config=self.transfer)
-            self.client.put_object(Bucket=self.bucket, Key=self.key(relative, PUSHED), Body=pushed.model_dump_json())
+        pushed, prefix = Pushed(files=files), self.key(relative)
+        try:
+            with self._errors(self.uri_for(relative)):
+                self.client.delete_object(Bucket=self.bucket, Key=self.key(relative, PUSHED))
+                for name in changed:
+                    self.client.upload_file(
+                        str(local / name), self.bucket, f"{prefix}/{name}", Config=self.transfer, ExtraArgs=SHA256
+                    )
+                self._verify_uploaded(prefix, pushed, changed)
+                self._abort_uploads(prefix + "/")
+                self.client.put_object(Bucket=self.bucket, Key=f"{prefix}/{PUSHED}", Body=pushed.model_dump_json())
+        except BaseException:
+            self._abort_uploads(prefix + "/", failed=True)
+            raise
         log.info("pushed %d of %d files of %s to %s", len(changed), len(files), local, self.uri_for(relative))
 
     def pull_dir(self, relative: str, local: Path) -> bool:
-        """Bring the pushed folder `relative` into `local` (files already there and intact are kept); False when
-        nothing complete was pushed there."""
+        """Bring the pushed folder `relative` into `local` (files already there and intact are kept), each file
+        checked against the manifest (CorruptObjectError naming the object); False when nothing complete was
+        pushed there."""
         files = self._manifest(relative)
         if files is None:
             return False
@@ -277,19 +376,22 @@ class S3Store(ArtifactStore):
             target.parent.mkdir(parents=True, exist_ok=True)
             with self._errors(f"{self.uri_for(relative)}/{name}"):
                 self.client.download_file(self.bucket, self.key(relative, name), str(target), Config=self.transfer)
-            check_file(target, entry, f"{self.uri_for(relative)}/{name}")
+            check_file(target, entry, f"{self.uri_for(relative)}/{name}", fix=CHECKPOINT_FIX)
         return True
 
     def list_dirs(self, relative: str) -> list[str]:
-        """Names of the completely pushed folders directly under `relative` (e.g. checkpoint-N)."""
+        """Names of the completely pushed folders (their manifest is there) directly under `relative`."""
         base = self.key(relative) + "/"
-        found = {key[len(base) :].split("/")[0] for key, _, _ in self._keys(base) if key.endswith(f"/{PUSHED}")}
-        return sorted(name for name in found if self._manifest(f"{relative}/{name}") is not None)
+        return sorted(
+            {key[len(base) :].split("/")[0] for key, _, _ in self._keys(base) if key.endswith(f"/{PUSHED}")} - {PUSHED}
+        )
 
     def remove(self, relative: str) -> None:
         """Delete every object under `relative` (an output, its attempts, or a work area)."""
-        keys = [key for key, _, _ in self._keys(self.key(relative) + "/")]
-        with self._errors(self.uri_for(relative)):
+        self.remove_keys([key for key, _, _ in self._keys(self.key(relative) + "/")])
+
+    def remove_keys(self, keys: list[str]) -> None:
+        with self._errors(f"s3://{self.bucket}/{self.prefix}"):
             for i in range(0, len(keys), 1000):
                 batch = [{"Key": key} for key in keys[i : i + 1000]]
                 self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})

@@ -28,6 +28,11 @@ PUSHED = "_pushed.json"  # the manifest of a work-area folder (push_dir), writte
 log = logging.getLogger(__name__)
 
 
+class CorruptObjectError(StorageError):
+    """A stored file differs from its stamp or manifest (a flipped byte, a truncated or missing object): it is
+    never loaded; the message (one line) names the object."""
+
+
 class FileEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     size: int
@@ -79,16 +84,19 @@ def manifest(folder: Path) -> tuple[str, dict[str, FileEntry]]:
     return fingerprint.hexdigest()[:16], files
 
 
-def check_file(path: Path, entry: FileEntry, name: str, full: bool = True) -> None:
-    """Refuse `path` (shown as `name`) unless its size and, if `full`, its sha256 match the stamp's."""
+OUTPUT_FIX = "delete that output so its stage runs again"
+CHECKPOINT_FIX = "the checkpoint is removed and the one before it resumed"
+
+
+def check_file(path: Path, entry: FileEntry, name: str, full: bool = True, fix: str = OUTPUT_FIX) -> None:
+    """Refuse `path` (shown as `name`) unless its size and, if `full`, its sha256 match the stamp's (or manifest's);
+    the one-line CorruptObjectError ends with `fix`."""
     size = path.stat().st_size if path.is_file() else -1
     if size != entry.size:
-        found = "missing" if size < 0 else f"{size} bytes, stamp says {entry.size}"
-        raise StorageError(f"{name} is truncated or missing ({found}): delete that output so its stage runs again")
+        found = "missing" if size < 0 else f"{size} bytes, expected {entry.size}"
+        raise CorruptObjectError(f"{name} is truncated or missing ({found}): {fix}")
     if full and file_sha256(path) != entry.sha256:
-        raise StorageError(
-            f"{name} is corrupt (sha256 differs from its stamp): delete that output so its stage runs again"
-        )
+        raise CorruptObjectError(f"{name} is corrupt (sha256 differs from its stamp): {fix}")
 
 
 def check_relative(relative: str) -> str:
@@ -253,11 +261,21 @@ class LocalStore(ArtifactStore):
         (target / PUSHED).write_text(Pushed(files=manifest(target)[1]).model_dump_json())
 
     def pull_dir(self, relative: str, local: Path) -> bool:
+        """`relative`'s pushed folder into `local` (nothing to copy when it is the same folder), every file checked
+        against its manifest (CorruptObjectError naming the file); False when nothing complete was pushed there."""
         source = Path(self.uri_for(relative))
         if not (source / PUSHED).is_file():
             return False
+        try:
+            files = Pushed.model_validate_json((source / PUSHED).read_text()).files
+        except ValueError:
+            raise CorruptObjectError(
+                f"{source / PUSHED} is not a valid manifest (damaged): that folder is refused"
+            ) from None
         if source.resolve() != local.resolve():
             shutil.copytree(source, local, dirs_exist_ok=True, ignore=shutil.ignore_patterns(PUSHED))
+        for name, entry in files.items():
+            check_file(local / name, entry, str(source / name), fix=CHECKPOINT_FIX)
         return True
 
     def list_dirs(self, relative: str) -> list[str]:

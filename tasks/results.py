@@ -21,7 +21,7 @@ from prefect._internal.compatibility.async_dispatch import async_dispatch
 from prefect.filesystems import WritableFileSystem
 from pydantic import Field, PrivateAttr
 
-from models.s3_store import explain, s3_client, split_s3
+from models.s3_store import explain, read_object, s3_client, split_s3
 from models.storage import StorageConfig, state_dir
 
 RESULTS = "prefect-results"
@@ -52,7 +52,7 @@ class S3ResultStorage(WritableFileSystem):
 
         bucket, key = split_s3(self._resolve_path(path))
         try:
-            return self._s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+            return read_object(self._s3(), bucket, key)
         except ClientError as err:
             if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 raise ValueError(f"no result at s3://{bucket}/{key}") from None
