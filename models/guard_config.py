@@ -43,8 +43,8 @@ class TrainingGuardConfig(_Strict):
     grad_norm_spike: float = Field(
         1000.0,
         ge=0,
-        description="Stop when a logged gradient norm exceeds this many times the median of the previous ones "
-        "(0: off).",
+        description="Stop when a logged gradient norm exceeds this many times the median of the previous ones, "
+        "near-zero norms (steps without reward variance) left out (0: off).",
     )
     spike_history: int = Field(
         10,

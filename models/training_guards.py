@@ -1,7 +1,8 @@
 """Stop a GRPO run that is going nowhere, with a one-line reason that names the cause and the fix:
 
 - an exploding gradient norm: a logged norm (before clipping) above guards.training.max_grad_norm, or above
-  grad_norm_spike times the median of the norms logged before it;
+  grad_norm_spike times the median of the norms logged before it (the near-zero norms of steps without reward
+  variance, common in GRPO, left out of the median);
 - every completion truncated (TRL's completions/clipped_ratio = 1) for truncated_steps consecutive steps;
 - every group with equal rewards (TRL's frac_reward_zero_std = 1: advantages 0, no gradient) for
   zero_variance_steps consecutive steps: the silent zero-gradient failure.
@@ -52,8 +53,7 @@ class TrainingGuards(TrainerCallback):
         raise TrainingStopped(f"{self.stage}: {why} at step {step}; stopped, no output written: {fix}")
 
     def _check_grad_norm(self, norm: float, step: int) -> None:
-        cfg, history = self.cfg, self.grad_norms
-        median = statistics.median(history) if len(history) >= cfg.spike_history else None
+        cfg, median = self.cfg, self._running_median()
         self.grad_norms.append(norm)
         fix = f"lower {self.stage}.trl.learning_rate (or check the data and rewards)"
         if cfg.max_grad_norm and norm > cfg.max_grad_norm:
@@ -63,6 +63,15 @@ class TrainingGuards(TrainerCallback):
             spike = f"{self.stage}.guards.training.grad_norm_spike={cfg.grad_norm_spike:g}"
             why = f"gradient norm {norm:.3g} is {norm / median:.3g}x the running median {median:.3g} ({spike})"
             self._stop(why, step, fix)
+
+    def _running_median(self) -> float | None:
+        """The median of the norms logged so far, leaving out the near-zero ones of steps where every group had
+        equal rewards (below 1/1000 of the largest); None until spike_history norms count."""
+        if not self.grad_norms:
+            return None
+        floor = max(self.grad_norms) * 1e-3
+        counted = [norm for norm in self.grad_norms if norm >= floor]
+        return statistics.median(counted) if len(counted) >= self.cfg.spike_history else None
 
     def _check_truncation(self, step: int) -> None:
         limit = self.cfg.truncated_steps
