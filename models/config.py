@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from models.guard_config import GuardConfig
 from models.storage import StorageConfig
 
 REWARD_NAMES = ("accuracy", "format", "language_consistency")
@@ -335,6 +336,9 @@ class RlStage(Strict):
         "checkpoint on the next run of the recipe. A multiple of trl.logging_steps; 0: no checkpoints.",
     )
     alarms: AlarmConfig = Field(default_factory=AlarmConfig, description="Reward-hacking alarms.")
+    guards: GuardConfig = Field(
+        default_factory=GuardConfig, description="Reward isolation, and the guards that stop a run going nowhere."
+    )
     rollout: Literal["static_cache", "hf_generate"] = Field(
         "static_cache",
         description="How completions are sampled when vLLM is off: static_cache (static KV cache, the decode step as "

@@ -21,6 +21,7 @@ from models.evaluate import evaluate_model
 from models.factory import load_model, precision_knobs, resolve_source
 from models.generation import sample
 from models.resume import NO_HOOKS, CheckpointHooks, ReferencePolicy, TrainerAttributes, resumed_train, trainer_args
+from models.reward_isolation import close_rewards, isolate_rewards, report_failures
 from models.rewards import REWARDS, general_quality_reward
 from models.stage_io import StageSpec, scratch_dir
 from models.tracking import log_curve_png, log_trainer_settings
@@ -103,12 +104,14 @@ def train_grpo(
     from models.fast_grpo import FastGRPOTrainer
     from models.nonfinite import NonFiniteGuard
     from models.padded_attention import use_padded_sdpa
+    from models.training_guards import TrainingGuards
 
     funcs = [REWARDS[name] for name in stage.rewards]
     weights = list(stage.rewards.values())
     if general:
         funcs.append(general[0])
         weights.append(0.0)
+    funcs = isolate_rewards(funcs, stage.guards.rewards, spec.stage)  # rule rewards: each in its worker process
     rule_funcs = [f for f in funcs if callable(f)]  # before TRL swaps model paths for models in `funcs`
     model, tokenizer = load_model(start, spec.dtype)
     use_padded_sdpa(model)  # left-padded prompts: no fully masked attention row (NaN gradients on a GPU)
@@ -142,8 +145,15 @@ def train_grpo(
     alarms = RewardHackingAlarms(alarm_cfg, validation_check(spec, tokenizer))
     trainer.add_callback(alarms)
     trainer.add_callback(NonFiniteGuard(spec.stage))  # stops at a NaN/inf loss, gradient or weight
+    guards = TrainingGuards(stage.guards.training, spec.stage, args.max_completion_length)
+    trainer.add_callback(guards)  # stops at an exploding gradient, all completions truncated, no reward variance
     counters = TrainerAttributes(trainer, "_step")
-    result = resumed_train(trainer, hooks, ReferencePolicy.of(trainer), alarms=alarms, counters=counters)
+    try:
+        result = resumed_train(
+            trainer, hooks, ReferencePolicy.of(trainer), alarms=alarms, counters=counters, guards=guards
+        )
+    finally:
+        report_failures(rule_funcs, spec.stage)
     trainer.save_model(str(out))
     if main:
         tokenizer.save_pretrained(str(out))
@@ -160,6 +170,7 @@ def train_grpo(
         )
         if not sharded:
             _log_samples(trainer.model, tokenizer, rows, rule_funcs, args.temperature, spec.seed)
+    close_rewards(rule_funcs)
     return result.metrics
 
 

@@ -20,7 +20,7 @@ from models.trl_knobs import coerce_knobs, resolved_knobs
 
 SPEC_FILE = "spec.json"  # the spec a stage ran with, kept beside its output
 # Settings that change how a stage runs, not what it produces: left out of its key.
-NOT_IN_KEY = frozenset({"checkpoint_every"})
+NOT_IN_KEY = frozenset({"checkpoint_every", "guards"})
 
 
 class StageSpec(BaseModel):

@@ -1,0 +1,74 @@
+"""The RL stages' guards in the recipe: reward isolation (models/reward_isolation.py) and the training guards that
+stop a run going nowhere (models/training_guards.py).
+
+    python -m models.recipe flows/recipes/tiny.yaml reasoning_rl.guards.rewards.timeout_s=2   # prints the recipe
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RewardIsolationConfig(_Strict):
+    isolated: bool = Field(
+        True,
+        description="Run each rule reward in its own worker process, where a call that takes longer than "
+        "`timeout_s` is killed; off: in the training process (errors and NaN/inf still give 0 and are counted, "
+        "but a hung reward hangs the stage).",
+    )
+    timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds one sample's reward may take; past it the worker is killed and replaced, the sample "
+        "gets reward 0 and counts as a timeout.",
+    )
+    max_failed_steps: int = Field(
+        1,
+        ge=1,
+        description="Stop the stage when one reward fails (error, timeout, NaN/inf) on every sample of this many "
+        "consecutive steps, instead of training on zeros.",
+    )
+
+
+class TrainingGuardConfig(_Strict):
+    max_grad_norm: float = Field(
+        1e4,
+        ge=0,
+        description="Stop when a logged gradient norm (before clipping) exceeds this (0: off).",
+    )
+    grad_norm_spike: float = Field(
+        1000.0,
+        ge=0,
+        description="Stop when a logged gradient norm exceeds this many times the median of the previous ones, "
+        "near-zero norms (steps without reward variance) left out (0: off).",
+    )
+    spike_history: int = Field(
+        10,
+        ge=1,
+        description="Logged gradient norms the running median needs before the spike test starts.",
+    )
+    truncated_steps: int = Field(
+        50,
+        ge=0,
+        description="Stop when every completion hit max_completion_length (TRL's completions/clipped_ratio = 1) "
+        "for this many consecutive steps (0: off).",
+    )
+    zero_variance_steps: int = Field(
+        50,
+        ge=0,
+        description="Stop when every group had equal rewards (TRL's frac_reward_zero_std = 1: no gradient) for "
+        "this many consecutive steps (0: off).",
+    )
+
+
+class GuardConfig(_Strict):
+    rewards: RewardIsolationConfig = Field(
+        default_factory=RewardIsolationConfig, description="How reward calls are contained."
+    )
+    training: TrainingGuardConfig = Field(
+        default_factory=TrainingGuardConfig, description="When a run going nowhere is stopped."
+    )
