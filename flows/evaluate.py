@@ -38,7 +38,7 @@ def r1_evaluate(
     `model`: models:/<name>@<alias>, models:/<name>/<version>, a model folder or a hub id; the recipe (the typed
     form, or a shipped recipe's name or YAML path, plus overrides) gives the held-out split and sampling."""
     try:
-        recipe = checked_recipe(recipe, recipe_path, overrides)
+        recipe = checked_recipe(recipe, recipe_path, overrides, training=False)
         problem = model_problem(model)
         if problem:
             raise ParameterError(f"model error: {problem}")

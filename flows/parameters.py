@@ -75,13 +75,32 @@ def deployment_problem(recipe: Recipe) -> str | None:
     return None
 
 
-def checked_recipe(recipe: Recipe | dict | None, recipe_path: str | None, overrides: list[str] | None) -> Recipe:
-    """The run's recipe with its data and storage checked; ParameterError (one line) on the first problem."""
+def training_problem(recipe: Recipe) -> str | None:
+    """Why the training stages cannot run here (TRL's own config checks, precision, the reward model), or None."""
+    from models.preflight import training_problem as problem
+
+    return problem(recipe)
+
+
+def environment_problem(recipe: Recipe | None = None) -> str | None:
+    """Why this machine cannot hold a run (state folder, tracking server; models/preflight.py), or None."""
+    from models.preflight import state_problem, tracking_problem
+
+    return state_problem() or tracking_problem()
+
+
+def checked_recipe(
+    recipe: Recipe | dict | None, recipe_path: str | None, overrides: list[str] | None, training: bool = True
+) -> Recipe:
+    """The run's recipe with its data, training settings (`training`), environment and storage checked;
+    ParameterError (one line) on the first problem."""
     try:
         resolved = resolve_recipe(recipe, recipe_path, list(overrides or []))
     except RecipeError as err:
         raise ParameterError(f"recipe error: {err}") from None
-    for kind, problem in (("data", data_problem), ("storage", storage_problem), ("launch", deployment_problem)):
+    checks = [("data", data_problem)] + [("recipe", training_problem)] * training
+    checks += [("environment", environment_problem), ("storage", storage_problem), ("launch", deployment_problem)]
+    for kind, problem in checks:
         why = problem(resolved)
         if why:
             raise ParameterError(f"{kind} error: {why}")
