@@ -18,6 +18,7 @@ from flows.parameters import (
     deployment_problem,
     environment_problem,
     model_problem,
+    registry_problem,
     storage_problem,
     training_problem,
 )
@@ -90,17 +91,20 @@ def refused(kind: str, problem: str | None) -> bool:
     return bool(problem)
 
 
-def environment_refused(recipe: Recipe) -> bool:
-    """Check the machine (state folder, tracking server, Prefect API), then the storage and the stage deployment,
-    printing the first problem; set up the run's environment once the machine passes. Whether it was refused."""
+def environment_refused(recipe: Recipe, model: str | None = None) -> bool:
+    """Check the machine (state folder, tracking server, Prefect API), the model to evaluate in the registry, the
+    stage deployment and the storage, printing the first problem; only then set up the run's environment (so a
+    refused run leaves the state folder as it was). Whether it was refused."""
     from models.preflight import prefect_problem
 
     if refused("environment", environment_problem(recipe) or prefect_problem()):
         return True
-    if refused("storage", storage_problem(recipe)):
+    if model is not None and refused("model", registry_problem(model)):
+        return True
+    if refused("launch", deployment_problem(recipe)) or refused("storage", storage_problem(recipe)):
         return True
     configure_environment()
-    return refused("launch", deployment_problem(recipe))
+    return False
 
 
 def stage_main(argv: list[str]) -> int:
@@ -155,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         print(f"recipe ok: {recipe.name}")
         return 0
-    if environment_refused(recipe):
+    if environment_refused(recipe, args.evaluate):
         return 2
     if args.evaluate is not None:
         return evaluate(args.evaluate, recipe)

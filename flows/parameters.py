@@ -33,6 +33,30 @@ def model_problem(model: str) -> str | None:
     return source_problem(model)
 
 
+def registry_problem(model: str) -> str | None:
+    """Why a models:/ URI names no version in the MLflow registry (unknown name, alias or version), or None; asked
+    before anything is downloaded or started. Other sources: None (model_problem checks them)."""
+    if not model.startswith("models:/"):
+        return None
+    from mlflow.exceptions import MlflowException
+
+    from models.storage import tracking_uri
+    from models.tracking import client
+
+    uri = tracking_uri()
+    db = uri.removeprefix("sqlite:///")
+    fix = "run the pipeline to register one, check the name and alias in the MLflow UI (Models) or MLFLOW_TRACKING_URI"
+    if uri.startswith("sqlite:///") and not os.path.isfile(db):
+        return f"'{model}' is not registered: the tracking store {uri} does not exist yet; {fix}"
+    name, _, version = model.removeprefix("models:/").partition("/")
+    name, _, alias = name.partition("@")
+    try:
+        client().get_model_version_by_alias(name, alias) if alias else client().get_model_version(name, version)
+    except MlflowException as err:
+        return f"'{model}' is not in the registry at {uri} ({err.message.splitlines()[0]}); {fix}"
+    return None
+
+
 def data_problem(recipe: Recipe) -> str | None:
     """Why the recipe's data cannot be used (models/data_checks.py), checked before any stage starts, or None."""
     from models.data_checks import check_data

@@ -43,7 +43,7 @@ def _stage_config(name: str, recipe: Recipe, output_dir: str):
     return GRPOConfig(**common, reward_weights=weights, **precision_knobs(knobs))
 
 
-def _named_keys(name: str, recipe: Recipe, message: str) -> str:
+def _named_keys(name: str, recipe: Recipe, message: str) -> list[str]:
     """`<stage>.trl.<knob>` for each knob of the stage that TRL's message mentions, else for each knob the recipe
     sets in that stage (one of them made TRL refuse), else `<stage>.trl`."""
     from models.stages import stage
@@ -51,7 +51,7 @@ def _named_keys(name: str, recipe: Recipe, message: str) -> str:
 
     section = getattr(recipe, stage(name).section)
     knobs = [k for k in resolved_knobs(name, section.trl) if re.search(rf"\b{re.escape(k)}\b", message)]
-    return ", ".join(f"{name}.trl.{k}" for k in knobs or section.trl) or f"{name}.trl"
+    return [f"{name}.trl.{k}" for k in knobs or section.trl] or [f"{name}.trl"]
 
 
 def trl_config_problem(recipe: Recipe) -> str | None:
@@ -61,10 +61,13 @@ def trl_config_problem(recipe: Recipe) -> str | None:
     with tempfile.TemporaryDirectory(prefix="r1-preflight-") as scratch:
         for declared in trained_stages():
             try:
-                _stage_config(declared.name, recipe, str(Path(scratch) / declared.name))
+                config = _stage_config(declared.name, recipe, str(Path(scratch) / declared.name))
             except (ValueError, TypeError) as err:
-                message = " ".join(str(err).split())
-                return f"{_named_keys(declared.name, recipe, message)}: TRL refuses it: {message}"
+                message = " ".join(str(err).split()).rstrip(".")
+                keys = _named_keys(declared.name, recipe, message)
+                trainer = "SFTConfig" if declared.trainer == "sft" else "GRPOConfig"
+                return f"{keys[0]}: TRL's {trainer} refuses it ({message}); change {' or '.join(keys)} in the recipe"
+            del config
     return None
 
 
@@ -139,7 +142,9 @@ def _probe_write(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=".probe-", dir=folder)
     try:
-        os.write(fd, b"\0" * PROBE_BYTES)
+        left = memoryview(b"\0" * PROBE_BYTES)
+        while left:  # a write that hits a size limit is short first; the next one fails (EFBIG, ENOSPC)
+            left = left[os.write(fd, left) :]
         os.fsync(fd)
     finally:
         os.close(fd)

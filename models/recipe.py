@@ -132,7 +132,7 @@ def read_recipe_tree(path: Path) -> dict[str, Any]:
     try:
         tree = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
-        raise RecipeError(f"recipe '{path}' is not valid YAML: {_yaml_problem(err)}") from None
+        raise RecipeError(f"recipe '{path}' is not valid YAML: {_yaml_problem(err)}; fix it there") from None
     except RecipeError as err:
         raise RecipeError(f"recipe '{path}': {err}") from None
     if tree is None:
@@ -141,7 +141,7 @@ def read_recipe_tree(path: Path) -> dict[str, Any]:
             "for the embedded default"
         )
     if not isinstance(tree, dict):
-        raise RecipeError(f"recipe '{path}' must be a mapping of sections")
+        raise RecipeError(f"recipe '{path}' must be a mapping of sections; write `section: ...` lines (see tiny.yaml)")
     return tree
 
 

@@ -103,7 +103,9 @@ class StorageConfig(BaseModel):
             return None
         _refuse_secrets(value, "storage.uri")
         if "://" in value and not value.startswith(("s3://", "file://")):
-            raise ValueError(f"storage.uri '{value}' is neither s3://bucket/prefix nor a local folder")
+            raise ValueError(
+                f"storage.uri '{value}' is neither s3://bucket/prefix nor a local folder; write one of those"
+            )
         if value.startswith("s3://") and not urlsplit(value).netloc:
             raise ValueError("storage.uri 's3://' names no bucket; write s3://bucket/prefix")
         return value
