@@ -114,16 +114,25 @@ def environment_problem(recipe: Recipe | None = None) -> str | None:
 
 
 def checked_recipe(
-    recipe: Recipe | dict | None, recipe_path: str | None, overrides: list[str] | None, training: bool = True
+    recipe: Recipe | dict | None,
+    recipe_path: str | None,
+    overrides: list[str] | None,
+    training: bool = True,
+    model: str | None = None,
 ) -> Recipe:
-    """The run's recipe with its data, training settings (`training`), environment and storage checked;
-    ParameterError (one line) on the first problem."""
+    """The run's recipe with its data, training settings (`training`), environment, the model to evaluate (`model`),
+    stage deployment and storage checked, in that order (the storage check is the first to write: the artifact
+    folder); ParameterError (one line) on the first problem."""
     try:
         resolved = resolve_recipe(recipe, recipe_path, list(overrides or []))
     except RecipeError as err:
         raise ParameterError(f"recipe error: {err}") from None
-    checks = [("data", data_problem)] + [("recipe", training_problem)] * training
-    checks += [("environment", environment_problem), ("storage", storage_problem), ("launch", deployment_problem)]
+    checks = (
+        [("data", data_problem)] + [("recipe", training_problem)] * training + [("environment", environment_problem)]
+    )
+    if model is not None:
+        checks += [("model", lambda _: model_problem(model) or registry_problem(model))]
+    checks += [("launch", deployment_problem), ("storage", storage_problem)]
     for kind, problem in checks:
         why = problem(resolved)
         if why:

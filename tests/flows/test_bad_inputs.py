@@ -69,7 +69,9 @@ RECIPE_ROWS = [
     ),
     row(
         "one-generation",
-        Case(["--check", "final_rl.trl.num_generations=1"], "recipe error: final_rl.trl.num_generations:", "at least 2"),
+        Case(
+            ["--check", "final_rl.trl.num_generations=1"], "recipe error: final_rl.trl.num_generations:", "at least 2"
+        ),
     ),
     row(
         "unknown-reward",
@@ -239,12 +241,18 @@ def prepared(case: Case, tmp: Path) -> tuple[list[str], dict[str, str | None], P
     return argv, env, state
 
 
+DIGEST_CACHE = ("cache", "cache/file_sha256.sqlite")  # sha256s of files read (models/fingerprints.py): true either way
+
+
 def listing(folder: Path | None) -> list[tuple[str, int]]:
+    """Every path under `folder` with its size (-1: a folder), but the digest cache, which the data checks may fill
+    in a state folder that exists: a record of hashes of unchanged files, complete whatever happens next."""
     if folder is None or not folder.exists() or folder == Path("/sys/kernel"):
         return []
     if folder.is_file():
         return [(folder.name, folder.stat().st_size)]
-    return sorted((str(p.relative_to(folder)), p.stat().st_size if p.is_file() else -1) for p in folder.rglob("*"))
+    found = ((str(p.relative_to(folder)), p.stat().st_size if p.is_file() else -1) for p in folder.rglob("*"))
+    return sorted(entry for entry in found if entry[0] not in DIGEST_CACHE)
 
 
 def failing_module(name: str, attribute: str) -> types.ModuleType:
@@ -413,3 +421,23 @@ def test_make_eval_passes_an_empty_model_through():
     must never drop the flag and run the whole pipeline."""
     line = next(x for x in (REPO / "Makefile").read_text().splitlines() if "--evaluate" in x)
     assert '--evaluate "$(MODEL)"' in line
+
+
+@BAD
+def test_unknown_alias_in_a_registry(tmp_path: Path, monkeypatch):
+    """A registry that exists but has no such alias: refused before anything is downloaded, leaving no empty
+    registry folder (`make eval MODEL=models:/x/999` used to)."""
+    from mlflow import MlflowClient
+
+    state = tmp_path / "state"
+    state.mkdir()
+    uri = f"sqlite:///{state / 'mlflow.db'}"
+    MlflowClient(tracking_uri=uri).create_registered_model("r1-tiny")
+    before = listing(state)
+    env = {"R1_STATE_DIR": str(state), "MLFLOW_TRACKING_URI": uri, "PREFECT_API_URL": None}
+    for model, message in (("models:/r1-tiny@champion", "alias champion not found"), ("models:/r1-tiny/999", "999")):
+        started = time.monotonic()
+        code, err = run_in_process(["--evaluate", model], env, monkeypatch)
+        case = Case([], "model error:", rf"'{model}' is not in the registry.*{message}")
+        assert_refused(case, code, err, time.monotonic() - started, IN_PROCESS_LIMIT_S)
+    assert listing(state) == before and not (state / "registry").exists()
