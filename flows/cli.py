@@ -14,10 +14,18 @@ import sys
 import time
 
 from flows.embedded_api import start_embedded_api
-from flows.parameters import data_problem, deployment_problem, model_problem, storage_problem
+from flows.parameters import (
+    data_problem,
+    deployment_problem,
+    environment_problem,
+    model_problem,
+    registry_problem,
+    storage_problem,
+    training_problem,
+)
 from models.config import Recipe
 from models.recipe import RecipeError, load_recipe
-from models.storage import default_tracking_uri, state_dir, tracking_uri
+from models.storage import StorageError, default_tracking_uri, state_dir, tracking_uri
 
 
 def configure_environment() -> None:
@@ -68,11 +76,36 @@ def loaded_recipe(path: str | None, overrides: list[str]) -> Recipe | None:
         return None
 
 
+def state_setting_problem() -> str | None:
+    """Why R1_STATE_DIR names no folder (it is empty), checked before anything reads it, or None."""
+    try:
+        state_dir()
+    except StorageError as err:
+        return str(err)
+    return None
+
+
 def refused(kind: str, problem: str | None) -> bool:
     """Print a problem as one line `<kind> error: ...`; whether there was one."""
     if problem:
         print(f"{kind} error: {problem}", file=sys.stderr)
     return bool(problem)
+
+
+def environment_refused(recipe: Recipe, model: str | None = None) -> bool:
+    """Check the machine (state folder, tracking server, Prefect API), the model to evaluate in the registry, the
+    stage deployment and the storage, printing the first problem; only then set up the run's environment (so a
+    refused run leaves the state folder as it was). Whether it was refused."""
+    from models.preflight import prefect_problem
+
+    if refused("environment", environment_problem(recipe) or prefect_problem()):
+        return True
+    if model is not None and refused("model", registry_problem(model)):
+        return True
+    if refused("launch", deployment_problem(recipe)) or refused("storage", storage_problem(recipe)):
+        return True
+    configure_environment()
+    return False
 
 
 def stage_main(argv: list[str]) -> int:
@@ -86,11 +119,12 @@ def stage_main(argv: list[str]) -> int:
     parser.add_argument("--in-process", action="store_true", help="run in this process (default: its own process)")
     parser.add_argument("overrides", nargs="*", help="key.path=value overrides")
     args = parser.parse_intermixed_args(argv)
-    recipe = loaded_recipe(args.recipe, args.overrides)
-    if recipe is None or refused("data", data_problem(recipe)):
+    if refused("environment", state_setting_problem()):
         return 2
-    configure_environment()
-    if refused("storage", storage_problem(recipe)) or refused("launch", deployment_problem(recipe)):
+    recipe = loaded_recipe(args.recipe, args.overrides)
+    if recipe is None or refused("data", data_problem(recipe)) or refused("recipe", training_problem(recipe)):
+        return 2
+    if environment_refused(recipe):
         return 2
     start_embedded_api()
     from mlflow.exceptions import MlflowException
@@ -116,15 +150,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--evaluate", metavar="MODEL", help="only evaluate MODEL (models:/name@alias, folder, hub id)")
     parser.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. final_rl.trl.max_steps=80")
     args = parser.parse_args(argv)
+    if refused("environment", state_setting_problem()):
+        return 2
     recipe = loaded_recipe(args.recipe, args.overrides)
     model = model_problem(args.evaluate) if args.evaluate is not None else None
     if recipe is None or refused("model", model) or refused("data", data_problem(recipe)):
         return 2
+    if args.evaluate is None and refused("recipe", training_problem(recipe)):
+        return 2
     if args.check:
         print(f"recipe ok: {recipe.name}")
         return 0
-    configure_environment()
-    if refused("storage", storage_problem(recipe)) or refused("launch", deployment_problem(recipe)):
+    if environment_refused(recipe, args.evaluate):
         return 2
     start_embedded_api()
     if args.evaluate is not None:

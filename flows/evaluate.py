@@ -13,7 +13,7 @@ from prefect import flow, task
 from prefect.runtime import flow_run
 from prefect.states import State
 
-from flows.parameters import ParameterError, checked_recipe, model_problem, refused, run_name
+from flows.parameters import ParameterError, checked_recipe, refused, run_name
 from models.config import Recipe
 from models.factory import model_record
 from models.records import Artifact
@@ -38,10 +38,7 @@ def r1_evaluate(
     `model`: models:/<name>@<alias>, models:/<name>/<version>, a model folder or a hub id; the recipe (the typed
     form, or a shipped recipe's name or YAML path, plus overrides) gives the held-out split and sampling."""
     try:
-        recipe = checked_recipe(recipe, recipe_path, overrides)
-        problem = model_problem(model)
-        if problem:
-            raise ParameterError(f"model error: {problem}")
+        recipe = checked_recipe(recipe, recipe_path, overrides, training=False, model=model)
     except ParameterError as err:
         return refused(err)
     pipeline = open_pipeline_run(recipe, f"evaluate-{flow_run.get_name() or 'local'}", flow_run.get_id() or "")

@@ -33,6 +33,30 @@ def model_problem(model: str) -> str | None:
     return source_problem(model)
 
 
+def registry_problem(model: str) -> str | None:
+    """Why a models:/ URI names no version in the MLflow registry (unknown name, alias or version), or None; asked
+    before anything is downloaded or started. Other sources: None (model_problem checks them)."""
+    if not model.startswith("models:/"):
+        return None
+    from mlflow.exceptions import MlflowException
+
+    from models.storage import tracking_uri
+    from models.tracking import client
+
+    uri = tracking_uri()
+    db = uri.removeprefix("sqlite:///")
+    fix = "run the pipeline to register one, check the name and alias in the MLflow UI (Models) or MLFLOW_TRACKING_URI"
+    if uri.startswith("sqlite:///") and not os.path.isfile(db):
+        return f"'{model}' is not registered: the tracking store {uri} does not exist yet; {fix}"
+    name, _, version = model.removeprefix("models:/").partition("/")
+    name, _, alias = name.partition("@")
+    try:
+        client().get_model_version_by_alias(name, alias) if alias else client().get_model_version(name, version)
+    except MlflowException as err:
+        return f"'{model}' is not in the registry at {uri} ({err.message.splitlines()[0]}); {fix}"
+    return None
+
+
 def data_problem(recipe: Recipe) -> str | None:
     """Why the recipe's data cannot be used (models/data_checks.py), checked before any stage starts, or None."""
     from models.data_checks import check_data
@@ -75,13 +99,41 @@ def deployment_problem(recipe: Recipe) -> str | None:
     return None
 
 
-def checked_recipe(recipe: Recipe | dict | None, recipe_path: str | None, overrides: list[str] | None) -> Recipe:
-    """The run's recipe with its data and storage checked; ParameterError (one line) on the first problem."""
+def training_problem(recipe: Recipe) -> str | None:
+    """Why the training stages cannot run here (TRL's own config checks, precision, the reward model), or None."""
+    from models.preflight import training_problem as problem
+
+    return problem(recipe)
+
+
+def environment_problem(recipe: Recipe | None = None) -> str | None:
+    """Why this machine cannot hold a run (state folder, tracking server; models/preflight.py), or None."""
+    from models.preflight import state_problem, tracking_problem
+
+    return state_problem() or tracking_problem()
+
+
+def checked_recipe(
+    recipe: Recipe | dict | None,
+    recipe_path: str | None,
+    overrides: list[str] | None,
+    training: bool = True,
+    model: str | None = None,
+) -> Recipe:
+    """The run's recipe with its data, training settings (`training`), environment, the model to evaluate (`model`),
+    stage deployment and storage checked, in that order (the storage check is the first to write: the artifact
+    folder); ParameterError (one line) on the first problem."""
     try:
         resolved = resolve_recipe(recipe, recipe_path, list(overrides or []))
     except RecipeError as err:
         raise ParameterError(f"recipe error: {err}") from None
-    for kind, problem in (("data", data_problem), ("storage", storage_problem), ("launch", deployment_problem)):
+    checks = (
+        [("data", data_problem)] + [("recipe", training_problem)] * training + [("environment", environment_problem)]
+    )
+    if model is not None:
+        checks += [("model", lambda _: model_problem(model) or registry_problem(model))]
+    checks += [("launch", deployment_problem), ("storage", storage_problem)]
+    for kind, problem in checks:
         why = problem(resolved)
         if why:
             raise ParameterError(f"{kind} error: {why}")

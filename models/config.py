@@ -17,6 +17,20 @@ from models.storage import StorageConfig
 
 REWARD_NAMES = ("accuracy", "format", "language_consistency")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_NAME, DEFAULT_REGISTERED_NAME = "tiny-r1", "r1-tiny"
+# One safe path component (it names folders in the state folder and the bucket, and an MLflow experiment) that is
+# also a valid MLflow registry name and fits models:/<name>@<alias>: no '/', ':', '@', no leading '.' or '-'.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def safe_name_problem(name: str, what: str) -> str | None:
+    """Why `name` cannot name the pipeline's folders, experiment or registered model, or None."""
+    if SAFE_NAME.fullmatch(name):
+        return None
+    return (
+        f"'{name}' is not a safe name for {what}; use 1-100 letters, digits, '.', '_' or '-', starting with a letter "
+        "or digit (it becomes a folder name, so nothing may be written outside the state folder or bucket prefix)"
+    )
 
 
 class Strict(BaseModel):
@@ -26,7 +40,11 @@ class Strict(BaseModel):
 class ModelConfig(Strict):
     base: str = Field("builtin:tiny_base", description="Base model: `builtin:tiny_base`, a local folder, or a hub id.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights dtype on load.")
-    registered_name: str = Field("r1-tiny", description="MLflow Model Registry name of the final model.")
+    registered_name: str | None = Field(
+        None,
+        description="MLflow Model Registry name of the final model; None: the recipe's `name` (the embedded default "
+        "tiny-r1 registers as r1-tiny), so that no recipe registers its model under another recipe's name.",
+    )
     promotion_floor: float | None = Field(
         None,
         ge=0,
@@ -429,7 +447,11 @@ class LaunchConfig(Strict):
 
 
 class Recipe(Strict):
-    name: str = Field("tiny-r1", description="Pipeline name (MLflow experiment and Prefect run names).")
+    name: str = Field(
+        DEFAULT_NAME,
+        description="Pipeline name (MLflow experiment, Prefect run names and the folder of its outputs): letters, "
+        "digits, '.', '_' or '-'.",
+    )
     seed: int = Field(0, description="Seed of data generation and every stage.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="Base model and registry name.")
     data: DataConfig = Field(default_factory=DataConfig, description="Verifiable tasks and splits.")
@@ -454,6 +476,27 @@ class Recipe(Strict):
         description="Where stage outputs, resume checkpoints, Prefect results and MLflow artifacts live: the local "
         "state folder or s3://bucket/prefix ($R1_STORAGE_URI overrides it); not in cache keys.",
     )
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        problem = safe_name_problem(name, "the recipe")
+        if problem:
+            raise ValueError(problem)
+        return name
+
+    @model_validator(mode="after")
+    def _registered_name(self) -> Recipe:
+        """model.registered_name, derived from `name` when the recipe leaves it out, and checked for the registry."""
+        name = self.model.registered_name
+        if name is None:
+            name = DEFAULT_REGISTERED_NAME if self.name == DEFAULT_NAME else self.name
+            derived = self.model.model_copy(update={"registered_name": name})
+            object.__setattr__(self, "model", derived)  # frozen: set once, while validating
+        problem = safe_name_problem(name, "the MLflow registry")
+        if problem:
+            raise ValueError(f"model.registered_name: {problem}")
+        return self
 
     @model_validator(mode="after")
     def _sources_exist(self) -> Recipe:

@@ -23,9 +23,11 @@ class RecipeError(ValueError):
 def apply_override(tree: dict[str, Any], assignment: str) -> None:
     """`a.b.c=value` sets tree['a']['b']['c'] to the YAML-parsed value."""
     key, sep, raw = assignment.partition("=")
-    if not sep or not key:
+    if not sep or not key.strip():
         raise RecipeError(f"override '{assignment}': write it as key.path=value")
     *parents, leaf = key.strip().split(".")
+    if not all(part.strip() for part in (*parents, leaf)):
+        raise RecipeError(f"override '{assignment}': '{key.strip()}' has an empty part; write it as key.path=value")
     node = tree
     for part in parents:
         node = node.setdefault(part, {})
@@ -92,19 +94,60 @@ def recipe_from_tree(tree: dict[str, Any], overrides: list[str] = ()) -> Recipe:
         raise RecipeError(_one_line(err)) from None
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last one without a word)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise RecipeError(f"key '{key}' is given twice (lines {seen[key]} and {line}); keep one of them")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's error as one line that keeps where it is: `line L, column C: <problem> (<context>)`."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    context = getattr(err, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    return f"{where}{problem}{f' ({context})' if context else ''}"
+
+
+def read_recipe_tree(path: Path) -> dict[str, Any]:
+    """A recipe file's mapping; RecipeError for a missing, binary, empty or malformed file or a duplicated key."""
+    if not path.is_file():
+        raise RecipeError(f"recipe file '{path}' not found; pass an existing YAML file or a shipped recipe's name")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        why = f"byte {err.start} is not UTF-8"
+        raise RecipeError(f"recipe '{path}' is not a text file ({why}); give a YAML recipe") from None
+    if "\0" in text:
+        raise RecipeError(f"recipe '{path}' is not a text file (it holds NUL bytes); give a YAML recipe")
+    try:
+        tree = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        raise RecipeError(f"recipe '{path}' is not valid YAML: {_yaml_problem(err)}; fix it there") from None
+    except RecipeError as err:
+        raise RecipeError(f"recipe '{path}': {err}") from None
+    if tree is None:
+        raise RecipeError(
+            f"recipe '{path}' is empty; write at least one section (see flows/recipes/tiny.yaml) or omit --recipe "
+            "for the embedded default"
+        )
+    if not isinstance(tree, dict):
+        raise RecipeError(f"recipe '{path}' must be a mapping of sections; write `section: ...` lines (see tiny.yaml)")
+    return tree
+
+
 def load_recipe(path: str | Path | None, overrides: list[str] = ()) -> Recipe:
     """The validated recipe (embedded defaults when `path` is None); RecipeError on any problem."""
-    tree: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise RecipeError(f"recipe file '{path}' not found; pass an existing YAML file or a shipped recipe's name")
-        try:
-            tree = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise RecipeError(f"recipe '{path}' is not valid YAML: {str(err).splitlines()[0]}") from None
-        if not isinstance(tree, dict):
-            raise RecipeError(f"recipe '{path}' must be a mapping of sections")
+    tree = read_recipe_tree(Path(path)) if path is not None else {}
     return recipe_from_tree(tree, overrides)
 
 

@@ -37,7 +37,12 @@ class StorageError(RuntimeError):
 
 
 def state_dir() -> Path:
-    return Path(os.environ.get("R1_STATE_DIR", ".state")).resolve()
+    """$R1_STATE_DIR, or .state under the working directory; an empty R1_STATE_DIR is refused (StorageError), never
+    taken as the working directory itself."""
+    raw = os.environ.get("R1_STATE_DIR", ".state")
+    if not raw.strip():
+        raise StorageError("R1_STATE_DIR is empty (STATE= on make's line?); set it to a folder, e.g. .state")
+    return Path(raw).expanduser().resolve()
 
 
 def artifacts_root() -> Path:
@@ -98,7 +103,9 @@ class StorageConfig(BaseModel):
             return None
         _refuse_secrets(value, "storage.uri")
         if "://" in value and not value.startswith(("s3://", "file://")):
-            raise ValueError(f"storage.uri '{value}' is neither s3://bucket/prefix nor a local folder")
+            raise ValueError(
+                f"storage.uri '{value}' is neither s3://bucket/prefix nor a local folder; write one of those"
+            )
         if value.startswith("s3://") and not urlsplit(value).netloc:
             raise ValueError("storage.uri 's3://' names no bucket; write s3://bucket/prefix")
         return value

@@ -103,15 +103,59 @@ def coerce_recipe_knobs(tree: Any) -> Any:
 
 
 VLLM_MODES = ("colocate", "server")
+AT_LEAST_ONE = ("per_device_train_batch_size", "gradient_accumulation_steps", "max_completion_length", "max_length")
+# knob -> (is the value one that trains nothing or garbage, what to write instead); None values are TRL's "unset"
+VALUE_RULES: dict[str, tuple[Any, str]] = {
+    "learning_rate": (lambda v: v <= 0, "must be above 0 (0 trains nothing; a negative rate climbs the loss)"),
+    "max_steps": (lambda v: v == 0, "trains nothing; give the number of optimizer steps, or -1 to train epochs"),
+    "num_train_epochs": (lambda v: v < 0, "is negative; give a number of epochs above 0"),
+    "temperature": (lambda v: v <= 0, "must be above 0 (sampling divides the logits by it); R1 samples at 0.6-1.0"),
+    "top_p": (lambda v: not 0 < v <= 1, "must be in (0, 1]"),
+    "beta": (lambda v: v < 0, "must be 0 or more (the KL coefficient; R1: 0.001)"),
+    "warmup_steps": (lambda v: v < 0, "must be 0 or more (a value below 1 is a share of the steps)"),
+    **{knob: (lambda v: v < 1, "must be 1 or more") for knob in AT_LEAST_ONE},
+}
+
+
+def value_problem(name: str, knobs: dict[str, Any]) -> str | None:
+    """Why the resolved knobs of stage `name` would train nothing or garbage although TRL accepts them, or None."""
+    for knob, (bad, fix) in VALUE_RULES.items():
+        value = knobs.get(knob)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and bad(value):
+            return f"{name}.trl.{knob}: {value!r} {fix}"
+    if knobs.get("max_steps", -1) < 0 and knobs.get("num_train_epochs", 3) <= 0:
+        return f"{name}.trl.num_train_epochs: 0 epochs with no max_steps trains nothing; give epochs above 0"
+    return None
+
+
+def rl_pool_problem(name: str, knobs: dict[str, Any], pool_size: int, processes: int) -> str | None:
+    """Why the RL prompt pool cannot fill one generation batch of GRPO stage `name` (distinct prompts it draws), or
+    None."""
+    if "num_generations" not in knobs or not knobs["num_generations"]:
+        return None
+    per_generation = knobs.get("steps_per_generation") or knobs.get("gradient_accumulation_steps", 1)
+    completions = knobs["per_device_train_batch_size"] * per_generation * processes
+    prompts = completions // knobs["num_generations"]
+    if pool_size >= prompts:
+        return None
+    return (
+        f"data.rl_pool_size: {pool_size} prompts cannot fill one generation batch of {name} ({prompts} distinct "
+        f"prompts: {completions} completions / {knobs['num_generations']} per prompt); raise data.rl_pool_size or "
+        f"lower {name}.trl.per_device_train_batch_size"
+    )
 
 
 def check_knobs(recipe: Any) -> None:
-    """The project's defaults merged with the recipe's knobs must be valid too; vLLM generation (TRL's colocate or
-    server mode, where vLLM is installed) must name a mode TRL has."""
+    """The project's defaults merged with the recipe's knobs must be valid too, and train something; vLLM generation
+    (TRL's colocate or server mode, where vLLM is installed) must name a mode TRL has."""
     for declared in trained_stages():
         name, section = declared.name, getattr(recipe, declared.section)
         knobs = coerce_knobs(name, resolved_knobs(name, section.trl))
-        problem = checkpoint_problem(section.checkpoint_every, knobs, name)
+        problem = (
+            value_problem(name, knobs)
+            or checkpoint_problem(section.checkpoint_every, knobs, name)
+            or rl_pool_problem(name, knobs, recipe.data.rl_pool_size, recipe.launch.num_processes)
+        )
         if problem:
             raise ValueError(problem)
         if knobs.get("use_vllm") and knobs.get("vllm_mode", "colocate") not in VLLM_MODES:

@@ -88,10 +88,14 @@ def test_missing_recipe_file(tmp_path):
     assert "\n" not in str(caught.value)
 
 
-def test_empty_recipe_file_gives_defaults(tmp_path):
+@pytest.mark.parametrize("text", ["", "\n  \n", "# nothing but a comment\n"])
+def test_empty_recipe_file_is_refused(tmp_path, text):
+    """An empty file is a mistake (a wrong path, a failed save), not a request for the embedded default."""
     path = tmp_path / "empty.yaml"
-    path.write_text("# nothing but a comment\n")
-    assert load_recipe(path) == Recipe()
+    path.write_text(text)
+    with pytest.raises(RecipeError, match="is empty; write at least one section") as caught:
+        load_recipe(path)
+    assert "\n" not in str(caught.value)
 
 
 @pytest.mark.parametrize(
