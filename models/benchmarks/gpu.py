@@ -4,6 +4,8 @@
     python -m models.benchmarks.gpu --out results/ --phases grpo sft [--rounds 2]
     python -m models.benchmarks.gpu --shape qwen2.5-0.5b --lengths 1024 2048 4096 --phases grpo decode sample \
         --arms stock ours --micro-batch 16             # R1's lengths with a real vocabulary, side by side
+    python -m models.benchmarks.gpu --shape qwen2.5-0.5b --lengths 4096 2048 1024 --phases grpo --arms stock \
+        --stock-steps 1 1 --warm-first-only --micro-batch 16   # stock warmed up once, at the longest length
 
 --shape picks the model (tiny: the 372.6M default below; qwen2.5-0.5b and qwen2.5-1.5b: those models' shapes with
 their 151,936-token vocabularies), --lengths the completion lengths (each one a GRPO comparison of its own),
@@ -579,6 +581,12 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, nargs=2, default=None, metavar=("WARMUP", "MEASURED"), help="GRPO steps")
     parser.add_argument("--stock-steps", type=int, nargs=2, default=None, metavar=("WARMUP", "MEASURED"))
     parser.add_argument(
+        "--warm-first-only",
+        action="store_true",
+        help="GRPO warm-up steps only at the first of --lengths (put the longest first: the later, shorter lengths "
+        "reuse the process's kernels and attention plans; each step's time is in step_s_all to check)",
+    )
+    parser.add_argument(
         "--decode-variants", nargs="+", default=["prefix", "full"], choices=["prefix", "full"], help="phase decode"
     )
     parser.add_argument("--sample-prompts", type=int, default=16, help="phase sample: prompts (x k=4 samples)")
@@ -653,7 +661,10 @@ def _trainer_rounds(args, model_dir: Path, steps: dict) -> list[dict]:
                 LENGTH = length or LENGTH
                 for arm in (a for a in args.arms if a in (GRPO_ARMS if phase == "grpo" else SFT_ARMS)):
                     key = "grpo_stock" if phase == "grpo" and arm == "stock" else phase
-                    run = functools.partial(runners[phase], model_dir, arm, *steps[key])
+                    warmup, measured = steps[key]
+                    if phase == "grpo" and args.warm_first_only and length != args.lengths[0]:
+                        warmup = 0
+                    run = functools.partial(runners[phase], model_dir, arm, warmup, measured)
                     results.append(_record(args, _attempt(phase, arm, run), round_))
     return results
 
