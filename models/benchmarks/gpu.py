@@ -219,7 +219,30 @@ class StepClock:
         return (self.ends[-1] - self.ends[self.warmup]) / (len(self.ends) - 1 - self.warmup)
 
 
+class HoldAfterWarmup:
+    """At the end of the last warm-up step, wait until `path` exists (--hold-file): other work sharing the GPU
+    during the warm-up (a one-off cost, e.g. attention plans built per new length) finishes before the measured
+    steps begin. Listed before the StepClock's callback, so the wait falls outside every measured step."""
+
+    def __init__(self, path: Path, warmup: int, poll_s: float = 1.0):
+        from transformers import TrainerCallback
+
+        hold = self
+        self.waited_s = 0.0
+
+        class Callback(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step == warmup:
+                    start = time.perf_counter()
+                    while not Path(path).exists():
+                        time.sleep(poll_s)
+                    hold.waited_s = time.perf_counter() - start
+
+        self.callback = Callback()
+
+
 CUDA = torch.cuda.is_available()
+HOLD_FILE: Path | None = None  # --hold-file
 
 
 def _sync() -> None:
@@ -311,6 +334,7 @@ def run_grpo(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=()
         **GRPO_ARMS[arm],
     )
     clock = StepClock(warmup)
+    held = [HoldAfterWarmup(HOLD_FILE, warmup).callback] if HOLD_FILE and warmup else []
     cls = GRPOTrainer if arm == "stock" else FastGRPOTrainer
     trainer = cls(
         model=str(model_dir),
@@ -318,7 +342,7 @@ def run_grpo(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=()
         args=args,
         train_dataset=Dataset.from_list(grpo_rows(2000)),
         processing_class=AutoTokenizer.from_pretrained(model_dir, padding_side="left"),
-        callbacks=[clock.callback, *callbacks],
+        callbacks=[*held, clock.callback, *callbacks],  # the hold first: its wait ends before the clock reads
     )
     gen_times, rollout_times, prompt_tokens = _time_rollouts(trainer)
     trainer.train()
@@ -581,6 +605,13 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, nargs=2, default=None, metavar=("WARMUP", "MEASURED"), help="GRPO steps")
     parser.add_argument("--stock-steps", type=int, nargs=2, default=None, metavar=("WARMUP", "MEASURED"))
     parser.add_argument(
+        "--hold-file",
+        type=Path,
+        default=None,
+        help="GRPO: after the warm-up steps, wait until this file exists before the measured steps (other work on "
+        "the GPU during the warm-up finishes first; the wait is outside every timing)",
+    )
+    parser.add_argument(
         "--warm-first-only",
         action="store_true",
         help="GRPO warm-up steps only at the first of --lengths (put the longest first: the later, shorter lengths "
@@ -612,8 +643,9 @@ def _arguments() -> argparse.Namespace:
 
 def _configure(args: argparse.Namespace) -> dict:
     """Set the module's shape and GRPO globals from the arguments; (warm-up, measured) steps per phase and arm."""
-    global LENGTH, SEQ, VOCAB, COMPLETIONS, GROUP, MICRO
+    global LENGTH, SEQ, VOCAB, COMPLETIONS, GROUP, MICRO, HOLD_FILE
     backbone, VOCAB = SHAPES[args.shape]
+    HOLD_FILE = args.hold_file
     MODEL_SHAPE.clear()
     MODEL_SHAPE.update(backbone)
     COMPLETIONS, GROUP, MICRO = args.completions, args.group, args.micro_batch

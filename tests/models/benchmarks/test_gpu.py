@@ -143,3 +143,18 @@ def test_warm_first_only_warms_up_at_the_first_length_alone(tmp_path, monkeypatc
             (1024, "stock", 1),
             (1024, "ours", 2),
         ]
+
+
+def test_hold_after_warmup_waits_for_the_file_only_at_the_last_warmup_step(tmp_path):
+    import threading
+    import types
+
+    from models.benchmarks.gpu import HoldAfterWarmup
+
+    flag = tmp_path / "done"
+    hold = HoldAfterWarmup(flag, warmup=2, poll_s=0.01)
+    hold.callback.on_step_end(None, types.SimpleNamespace(global_step=1), None)  # a warm-up step: no wait
+    assert hold.waited_s == 0.0
+    threading.Timer(0.3, flag.touch).start()
+    hold.callback.on_step_end(None, types.SimpleNamespace(global_step=2), None)
+    assert flag.exists() and hold.waited_s >= 0.25
