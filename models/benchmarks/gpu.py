@@ -4,6 +4,8 @@
     python -m models.benchmarks.gpu --out results/ --phases grpo sft [--rounds 2]
     python -m models.benchmarks.gpu --shape qwen2.5-0.5b --lengths 1024 2048 4096 --phases grpo decode sample \
         --arms stock ours --micro-batch 16             # R1's lengths with a real vocabulary, side by side
+    python -m models.benchmarks.gpu --shape qwen2.5-0.5b --lengths 4096 2048 1024 --phases grpo --arms stock \
+        --stock-steps 1 1 --warm-first-only --micro-batch 16   # stock warmed up once, at the longest length
 
 --shape picks the model (tiny: the 372.6M default below; qwen2.5-0.5b and qwen2.5-1.5b: those models' shapes with
 their 151,936-token vocabularies), --lengths the completion lengths (each one a GRPO comparison of its own),
@@ -217,7 +219,30 @@ class StepClock:
         return (self.ends[-1] - self.ends[self.warmup]) / (len(self.ends) - 1 - self.warmup)
 
 
+class HoldAfterWarmup:
+    """At the end of the last warm-up step, wait until `path` exists (--hold-file): other work sharing the GPU
+    during the warm-up (a one-off cost, e.g. attention plans built per new length) finishes before the measured
+    steps begin. Listed before the StepClock's callback, so the wait falls outside every measured step."""
+
+    def __init__(self, path: Path, warmup: int, poll_s: float = 1.0):
+        from transformers import TrainerCallback
+
+        hold = self
+        self.waited_s = 0.0
+
+        class Callback(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step == warmup:
+                    start = time.perf_counter()
+                    while not Path(path).exists():
+                        time.sleep(poll_s)
+                    hold.waited_s = time.perf_counter() - start
+
+        self.callback = Callback()
+
+
 CUDA = torch.cuda.is_available()
+HOLD_FILE: Path | None = None  # --hold-file
 
 
 def _sync() -> None:
@@ -309,6 +334,7 @@ def run_grpo(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=()
         **GRPO_ARMS[arm],
     )
     clock = StepClock(warmup)
+    held = [HoldAfterWarmup(HOLD_FILE, warmup).callback] if HOLD_FILE and warmup else []
     cls = GRPOTrainer if arm == "stock" else FastGRPOTrainer
     trainer = cls(
         model=str(model_dir),
@@ -316,7 +342,7 @@ def run_grpo(model_dir: Path, arm: str, warmup: int, measured: int, callbacks=()
         args=args,
         train_dataset=Dataset.from_list(grpo_rows(2000)),
         processing_class=AutoTokenizer.from_pretrained(model_dir, padding_side="left"),
-        callbacks=[clock.callback, *callbacks],
+        callbacks=[*held, clock.callback, *callbacks],  # the hold first: its wait ends before the clock reads
     )
     gen_times, rollout_times, prompt_tokens = _time_rollouts(trainer)
     trainer.train()
@@ -579,6 +605,19 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, nargs=2, default=None, metavar=("WARMUP", "MEASURED"), help="GRPO steps")
     parser.add_argument("--stock-steps", type=int, nargs=2, default=None, metavar=("WARMUP", "MEASURED"))
     parser.add_argument(
+        "--hold-file",
+        type=Path,
+        default=None,
+        help="GRPO: after the warm-up steps, wait until this file exists before the measured steps (other work on "
+        "the GPU during the warm-up finishes first; the wait is outside every timing)",
+    )
+    parser.add_argument(
+        "--warm-first-only",
+        action="store_true",
+        help="GRPO warm-up steps only at the first of --lengths (put the longest first: the later, shorter lengths "
+        "reuse the process's kernels and attention plans; each step's time is in step_s_all to check)",
+    )
+    parser.add_argument(
         "--decode-variants", nargs="+", default=["prefix", "full"], choices=["prefix", "full"], help="phase decode"
     )
     parser.add_argument("--sample-prompts", type=int, default=16, help="phase sample: prompts (x k=4 samples)")
@@ -604,8 +643,9 @@ def _arguments() -> argparse.Namespace:
 
 def _configure(args: argparse.Namespace) -> dict:
     """Set the module's shape and GRPO globals from the arguments; (warm-up, measured) steps per phase and arm."""
-    global LENGTH, SEQ, VOCAB, COMPLETIONS, GROUP, MICRO
+    global LENGTH, SEQ, VOCAB, COMPLETIONS, GROUP, MICRO, HOLD_FILE
     backbone, VOCAB = SHAPES[args.shape]
+    HOLD_FILE = args.hold_file
     MODEL_SHAPE.clear()
     MODEL_SHAPE.update(backbone)
     COMPLETIONS, GROUP, MICRO = args.completions, args.group, args.micro_batch
@@ -653,7 +693,10 @@ def _trainer_rounds(args, model_dir: Path, steps: dict) -> list[dict]:
                 LENGTH = length or LENGTH
                 for arm in (a for a in args.arms if a in (GRPO_ARMS if phase == "grpo" else SFT_ARMS)):
                     key = "grpo_stock" if phase == "grpo" and arm == "stock" else phase
-                    run = functools.partial(runners[phase], model_dir, arm, *steps[key])
+                    warmup, measured = steps[key]
+                    if phase == "grpo" and args.warm_first_only and length != args.lengths[0]:
+                        warmup = 0
+                    run = functools.partial(runners[phase], model_dir, arm, warmup, measured)
                     results.append(_record(args, _attempt(phase, arm, run), round_))
     return results
 

@@ -106,7 +106,9 @@ def decode_curve(model_dir: Path, batch: int, length: int, variant: str, bandwid
 
 def sampling_throughput(model_dir: Path, prompts: int, k: int, length: int, fast: bool, rounds: int = 1) -> dict:
     """Generated tokens/s of models.generation.sample_ids over `prompts` prompts x `k` samples of up to `length`
-    tokens (R1's evaluation settings); the first call of the fast path (compilation) is timed apart."""
+    tokens (R1's evaluation settings). The first call of either path is a warm-up, timed apart: ours compiles
+    there, and HF generate pays its one-off costs per new cache length there (on the H200, stock TRL's first GRPO
+    step at a new length ran ~55 s slower than the next at 1,024 tokens; a long sampling job pays that once)."""
     from models.config import SamplingConfig
     from models.generation import sample_ids
 
@@ -114,14 +116,14 @@ def sampling_throughput(model_dir: Path, prompts: int, k: int, length: int, fast
     texts = [f"What is {i} + {2 * i + 7}? Think step by step." for i in range(prompts)]
     cfg = SamplingConfig(num_samples=k, temperature=0.6, top_p=0.95, max_new_tokens=length, batch_size=prompts)
     timings, tokens = [], 0
-    for _ in range(rounds + (1 if fast else 0)):
+    for _ in range(rounds + 1):
         torch.cuda.synchronize()
         start = time.perf_counter()
         ids = sample_ids(model, tokenizer, texts, cfg, seed=0, fast=fast)
         torch.cuda.synchronize()
         timings.append(time.perf_counter() - start)
         tokens = sum(len(row) for rows in ids for row in rows)
-    measured = timings[1:] if fast else timings
+    measured = timings[1:]
     result = dict(
         bench="sample",
         arm="ours" if fast else "hf_generate",

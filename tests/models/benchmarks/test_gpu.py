@@ -117,3 +117,44 @@ def test_arms_cannot_leak_patches_of_transformers_modeling_modules_into_later_ar
     with restored_modeling_modules():
         modeling_qwen2.Qwen2RMSNorm = object  # what Liger does to every Qwen2 built afterwards
     assert modeling_qwen2.Qwen2RMSNorm is original
+
+
+def test_warm_first_only_warms_up_at_the_first_length_alone(tmp_path, monkeypatch):
+    import argparse
+
+    from models.benchmarks import gpu
+
+    calls = []
+
+    def fake_grpo(model_dir, arm, warmup, measured):
+        calls.append((gpu.LENGTH, arm, warmup, measured))
+        return dict(bench="grpo", arm=arm, length=gpu.LENGTH)
+
+    monkeypatch.setattr(gpu, "run_grpo", fake_grpo)
+    args = argparse.Namespace(rounds=1, phases=["grpo"], lengths=[4096, 1024], arms=["stock", "ours"], out=tmp_path)
+    steps = {"grpo": (1, 2), "grpo_stock": (1, 1)}
+    for warm_first_only, expected in ((True, [1, 1, 0, 0]), (False, [1, 1, 1, 1])):
+        calls.clear()
+        gpu._trainer_rounds(argparse.Namespace(**vars(args), warm_first_only=warm_first_only), tmp_path, steps)
+        assert [c[2] for c in calls] == expected
+        assert [(c[0], c[1], c[3]) for c in calls] == [
+            (4096, "stock", 1),
+            (4096, "ours", 2),
+            (1024, "stock", 1),
+            (1024, "ours", 2),
+        ]
+
+
+def test_hold_after_warmup_waits_for_the_file_only_at_the_last_warmup_step(tmp_path):
+    import threading
+    import types
+
+    from models.benchmarks.gpu import HoldAfterWarmup
+
+    flag = tmp_path / "done"
+    hold = HoldAfterWarmup(flag, warmup=2, poll_s=0.01)
+    hold.callback.on_step_end(None, types.SimpleNamespace(global_step=1), None)  # a warm-up step: no wait
+    assert hold.waited_s == 0.0
+    threading.Timer(0.3, flag.touch).start()
+    hold.callback.on_step_end(None, types.SimpleNamespace(global_step=2), None)
+    assert flag.exists() and hold.waited_s >= 0.25
