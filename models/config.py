@@ -455,11 +455,12 @@ class Recipe(Strict):
     def _sources_exist(self) -> Recipe:
         from models.factory import source_problem
 
-        for where, source in (
-            ("model.base", self.model.base),
-            ("final_rl.general_reward.model", self.final_rl.general_reward.model),
+        chat = self.data.prompt_style == "chat"
+        for where, source, role in (
+            ("model.base", self.model.base, "model"),
+            ("final_rl.general_reward.model", self.final_rl.general_reward.model, "reward"),
         ):
-            problem = source and source_problem(source)
+            problem = source and source_problem(source, role, chat and role == "model")
             if problem:
                 raise ValueError(f"{where}: {problem}")
         return self

@@ -109,20 +109,52 @@ def texts_to_represent(splits: dict[str, list[Problem]], cfg: DataConfig, tokeni
     return texts
 
 
+def generation_budget(recipe: Recipe) -> tuple[int, str]:
+    """(tokens, the recipe key that sets them): the longest completion any stage generates after a prompt."""
+    from models.trl_knobs import resolved_knobs
+
+    budgets = {
+        "evaluation.max_new_tokens": recipe.evaluation.max_new_tokens,
+        "rejection_sampling.max_new_tokens": recipe.rejection_sampling.max_new_tokens,
+    }
+    for name in ("reasoning_rl", "final_rl"):
+        knobs = resolved_knobs(name, getattr(recipe, name).trl)
+        budgets[f"{name}.trl.max_completion_length"] = knobs["max_completion_length"]
+        budgets[f"{name}.alarms.check_sampling.max_new_tokens"] = getattr(
+            recipe, name
+        ).alarms.check_sampling.max_new_tokens
+    key = max(budgets, key=budgets.get)
+    return budgets[key], key
+
+
+def check_context(prompts: list[tuple[str, str]], tokenizer, recipe: Recipe, context: int) -> None:
+    """DataError if the longest prompt + the longest generation budget overflows the model's context."""
+    lengths = [(len(tokenizer(text, add_special_tokens=False)["input_ids"]), text, where) for text, where in prompts]
+    length, text, where = max(lengths, default=(0, "", ""))
+    budget, key = generation_budget(recipe)
+    if length + budget > context:
+        raise DataError(
+            f"data: the longest prompt ({where}, {length} tokens: {text[:40]!r}) + {key} {budget} exceeds the model's "
+            f"context of {context} tokens (max_position_embeddings of '{recipe.model.base}'); shorten the prompts, "
+            f"lower {key} or use a longer-context model"
+        )
+
+
 def check_tokenizer(splits: dict[str, list[Problem]], recipe: Recipe, tokenizer, context: int | None) -> None:
-    """DataError if a prompt or answer cannot be represented, or a prompt + the generation budget overflows."""
-    budget = recipe.evaluation.max_new_tokens
-    for text, where in texts_to_represent(splits, recipe.data, tokenizer).items():
+    """DataError if chat prompts meet a tokenizer without a chat template, a prompt or answer cannot be represented,
+    or the longest prompt + the generation budget overflows the context."""
+    if recipe.data.prompt_style == "chat" and not tokenizer.chat_template:
+        raise DataError(
+            f"data.prompt_style is chat but the tokenizer of '{recipe.model.base}' has no chat template; use a chat "
+            "(instruct) model, add a chat_template to its tokenizer_config.json, or set data.prompt_style=compact"
+        )
+    texts = texts_to_represent(splits, recipe.data, tokenizer)
+    for text, where in texts.items():
         problem = representation_problem(tokenizer, text)
         if problem:
             raise DataError(f"data: the tokenizer of '{recipe.model.base}' {problem} (in {where}: {text[:60]!r})")
-        if context and where.endswith("prompt"):
-            length = len(tokenizer(text, add_special_tokens=False)["input_ids"])
-            if length + budget > context:
-                raise DataError(
-                    f"data: {where} of {length} tokens + evaluation.max_new_tokens {budget} exceeds the model's "
-                    f"context of {context} tokens ({text[:60]!r}); shorten the prompts or use a longer-context model"
-                )
+    if context:
+        check_context([(t, w) for t, w in texts.items() if w.endswith("prompt")], tokenizer, recipe, context)
 
 
 def model_context(source: str) -> int | None:

@@ -64,7 +64,10 @@ def _decoded(path: Path) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
-        raise DataError(f"'{path}' line {line}: byte 0x{raw[err.start]:02x} is not UTF-8; re-encode the file") from None
+        raise DataError(
+            f"'{path}' line {line} (byte offset {err.start}): byte 0x{raw[err.start]:02x} is not UTF-8; re-encode "
+            "the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
 
 
 def _check_jsonl(path: Path) -> None:
