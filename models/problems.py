@@ -93,6 +93,8 @@ def read_rows(source: str, split: str = "train", name: str | None = None, revisi
     if path is not None and path.suffix in FORMATS:
         if path.suffix == ".jsonl":
             _check_jsonl(path)
+        elif path.suffix == ".csv" and len(_decoded(path).strip().splitlines()) < 2:
+            raise DataError(f"'{path}' has a header but no rows; it needs at least one row under the header")
         elif path.suffix != ".parquet":
             _decoded(path)
         args, kwargs = (FORMATS[path.suffix],), {"data_files": str(path), "split": "train"}
