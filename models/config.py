@@ -22,6 +22,16 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def path_safe(value: str) -> str:
+    """`value` if it can name a folder inside the state folder or bucket prefix (no '/', '\\', '..', control
+    characters); ValueError with the fix otherwise (the recipe name and registry name become folder names)."""
+    if re.search(r"[/\\\x00-\x1f]", value) or value.strip(" .") == "":
+        raise ValueError(
+            f"{value!r} becomes a folder name; use letters, digits, '.', '_' or '-' (no '/', '\\' or '..')"
+        )
+    return value
+
+
 class ModelConfig(Strict):
     base: str = Field("builtin:tiny_base", description="Base model: `builtin:tiny_base`, a local folder, or a hub id.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights dtype on load.")
@@ -34,6 +44,11 @@ class ModelConfig(Strict):
         "(no alarm raised by any training stage, pass@1 above the base model's, above the current champion's); "
         "None: no recipe floor. Not in any cache key.",
     )
+
+    @field_validator("registered_name")
+    @classmethod
+    def _registered_name(cls, value: str) -> str:
+        return path_safe(value)
 
 
 VERIFIER_NAMES = ("exact", "numeric", "math_verify")
@@ -450,6 +465,11 @@ class Recipe(Strict):
         description="Where stage outputs, resume checkpoints, Prefect results and MLflow artifacts live: the local "
         "state folder or s3://bucket/prefix ($R1_STORAGE_URI overrides it); not in cache keys.",
     )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return path_safe(value)
 
     @model_validator(mode="after")
     def _sources_exist(self) -> Recipe:
