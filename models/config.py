@@ -36,6 +36,11 @@ class ModelConfig(Strict):
     base: str = Field("builtin:tiny_base", description="Base model: `builtin:tiny_base`, a local folder, or a hub id.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights dtype on load.")
     registered_name: str = Field("r1-tiny", description="MLflow Model Registry name of the final model.")
+    trust_remote_code: bool = Field(
+        False,
+        description="Run the model folder's own modelling code on load (auto_map in its config.json): only for code "
+        "you trust; every load then logs a warning. Off: such a folder is refused before any stage.",
+    )
     promotion_floor: float | None = Field(
         None,
         ge=0,
@@ -480,7 +485,8 @@ class Recipe(Strict):
             ("model.base", self.model.base, "model"),
             ("final_rl.general_reward.model", self.final_rl.general_reward.model, "reward"),
         ):
-            problem = source and source_problem(source, role, chat and role == "model")
+            remote_code = self.model.trust_remote_code and role == "model"
+            problem = source and source_problem(source, role, chat and role == "model", remote_code)
             if problem:
                 raise ValueError(f"{where}: {problem}")
         return self

@@ -157,13 +157,13 @@ def check_tokenizer(splits: dict[str, list[Problem]], recipe: Recipe, tokenizer,
         check_context([(t, w) for t, w in texts.items() if w.endswith("prompt")], tokenizer, recipe, context)
 
 
-def model_context(source: str) -> int | None:
+def model_context(source: str, trust_remote_code: bool = False) -> int | None:
     """The base model's context length (max_position_embeddings), or None if its config does not say."""
     from transformers import AutoConfig
 
     from models.factory import resolve_source
 
-    config = AutoConfig.from_pretrained(resolve_source(source))
+    config = AutoConfig.from_pretrained(resolve_source(source), trust_remote_code=trust_remote_code)
     return getattr(config, "max_position_embeddings", None)
 
 
@@ -189,9 +189,17 @@ def _checked(recipe_json: str, data_fingerprints: tuple[str, ...]) -> dict[str, 
     return _check(Recipe.model_validate_json(recipe_json), None, None)
 
 
-def _check(recipe: Recipe, tokenizer, context: int | None) -> dict[str, list[Problem]]:
+def base_tokenizer(recipe: Recipe):
+    """(tokenizer, context length) of the base model; a warning line when the recipe lets it run its own code."""
     from models.factory import load_tokenizer
 
+    base, remote = recipe.model.base, recipe.model.trust_remote_code
+    if remote:
+        log.warning("model.trust_remote_code is on: '%s' may run its own code on load; only for code you trust", base)
+    return load_tokenizer(base, remote), model_context(base, remote)
+
+
+def _check(recipe: Recipe, tokenizer, context: int | None) -> dict[str, list[Problem]]:
     try:
         splits = build_splits(recipe.data, recipe.seed)
     except DataError:
@@ -202,7 +210,7 @@ def _check(recipe: Recipe, tokenizer, context: int | None) -> dict[str, list[Pro
     check_heldout(recipe.data, splits)
     if tokenizer is None:
         try:
-            tokenizer, context = load_tokenizer(recipe.model.base), model_context(recipe.model.base)
+            tokenizer, context = base_tokenizer(recipe)
         except (OSError, ValueError) as err:
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise DataError(f"model.base: cannot load the tokenizer of '{recipe.model.base}': {first}") from None

@@ -193,26 +193,41 @@ def saved_as_generic(folder: Path) -> bool:
     return config.is_file() and json.loads(config.read_text()).get("tokenizer_class") in GENERIC_TOKENIZERS
 
 
-def load_tokenizer(source: str, trust_remote_code: bool = False):
+_REMOTE_CODE = {"allowed": False}
+
+
+def allow_remote_code(allowed: bool) -> None:
+    """Whether load_model and load_tokenizer may run a model's own code in this process: set by the stage process
+    from its spec (the recipe's model.trust_remote_code); off unless set."""
+    _REMOTE_CODE["allowed"] = allowed
+
+
+def remote_code_allowed() -> bool:
+    return _REMOTE_CODE["allowed"]
+
+
+def load_tokenizer(source: str, trust_remote_code: bool | None = None):
     """The tokenizer exactly as saved: a generic one through PreTrainedTokenizerFast, others through AutoTokenizer."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     resolved = resolve_source(source)
     generic = saved_as_generic(Path(resolved).expanduser())
     loader = PreTrainedTokenizerFast if generic else AutoTokenizer
-    tokenizer = loader.from_pretrained(resolved, trust_remote_code=trust_remote_code)
+    remote = remote_code_allowed() if trust_remote_code is None else trust_remote_code
+    tokenizer = loader.from_pretrained(resolved, trust_remote_code=remote)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
-def load_model(source: str, dtype: str = "auto", trust_remote_code: bool = False):
+def load_model(source: str, dtype: str = "auto", trust_remote_code: bool | None = None):
     """(model, tokenizer) from a builtin, a local folder or a hub id, on the GPU when there is one: weights from
     safetensors only (a pickle can run code on load), the model's own code only if the recipe allows it."""
     import torch
     from transformers import AutoModelForCausalLM
 
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+    trust_remote_code = remote_code_allowed() if trust_remote_code is None else trust_remote_code
     if trust_remote_code:
         log.warning("model.trust_remote_code is on: '%s' runs its own modelling code on load", source)
     model = AutoModelForCausalLM.from_pretrained(

@@ -162,14 +162,18 @@ def secret_run(s3_server, prefect_server, tmp_path_factory):
     )
     command = [sys.executable, "-m", "flows.cli", *SMALL]
     done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=1500)
-    yield done.returncode, folder / "state", bucket, values, done.stdout + done.stderr
+    yield done.returncode, folder / "state", bucket, values, done.stdout + done.stderr, env
 
 
 @pytest.mark.slow
 @SECURITY
-def test_no_planted_secret_appears_in_anything_the_pipeline_writes(secret_run, s3_server, tmp_path):
-    code, state, bucket, values, output = secret_run
+def test_no_planted_secret_appears_in_anything_the_pipeline_writes(secret_run, s3_server, tmp_path, monkeypatch):
+    code, state, bucket, values, output, env = secret_run
     assert code == 0, output[-3000:]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", s3_server.endpoint_url)
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
     leaks = Leaks(values)
     leaks.scan("stdout/stderr", output)
     counts = {
@@ -178,10 +182,10 @@ def test_no_planted_secret_appears_in_anything_the_pipeline_writes(secret_run, s
         "state files": scan_tree(leaks, state, "state"),
         "bucket objects": scan_bucket(leaks, s3_server, bucket),
     }
+    assert not leaks.found, (leaks.found, counts)
     assert counts["mlflow runs"] >= 6 and counts["prefect flow runs"] >= 1 and counts["bucket objects"] > 0, counts
     assert (state / "mlflow.db").is_file() and counts["state files"] > 0, counts
     assert "Pipeline finished" in output
-    assert not leaks.found, leaks.found
 
 
 @SECURITY
