@@ -15,9 +15,11 @@ import time
 
 from flows.embedded_api import start_embedded_api
 from flows.parameters import (
+    credential_free,
     data_problem,
     deployment_problem,
     environment_problem,
+    masked,
     model_problem,
     registry_problem,
     storage_problem,
@@ -38,6 +40,8 @@ def configure_environment() -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
     os.environ.setdefault("MLFLOW_TRACKING_URI", default_tracking_uri())
+    if os.environ.get("PREFECT_API_URL") and not os.environ.get("PREFECT_UI_URL"):  # Prefect's "View at" links
+        os.environ["PREFECT_UI_URL"] = credential_free(os.environ["PREFECT_API_URL"]).removesuffix("/api")
     state.mkdir(parents=True, exist_ok=True)
 
 
@@ -45,7 +49,7 @@ def ui_help() -> str:
     prefect_home = os.environ["PREFECT_HOME"]
     lines = [f"State folder: {state_dir()}"]
     if os.environ.get("PREFECT_API_URL"):
-        lines.append(f"Prefect UI: {os.environ['PREFECT_API_URL'].removesuffix('/api')}")
+        lines.append(f"Prefect UI: {credential_free(os.environ['PREFECT_API_URL']).removesuffix('/api')}")
     else:
         lines.append(
             f"Prefect UI: PREFECT_HOME={prefect_home} .venv/bin/prefect server start   -> http://127.0.0.1:4200"
@@ -53,7 +57,7 @@ def ui_help() -> str:
     if tracking_uri().startswith("sqlite:"):
         lines.append(f"MLflow UI:  .venv/bin/mlflow ui --backend-store-uri {tracking_uri()}   -> http://127.0.0.1:5000")
     else:
-        lines.append(f"MLflow UI:  {tracking_uri()}")
+        lines.append(f"MLflow UI:  {masked(tracking_uri())}")
     return "\n".join(lines)
 
 
@@ -170,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.time()
     result = r1_pipeline(recipe)
-    ui = "http://127.0.0.1:5000" if tracking_uri().startswith("sqlite:") else tracking_uri()
+    ui = "http://127.0.0.1:5000" if tracking_uri().startswith("sqlite:") else masked(tracking_uri())
     print("\n" + result["summary"].replace("http://127.0.0.1:5000", ui))
     print(f"Pipeline finished in {time.time() - started:.0f} s.\n" + ui_help())
     return 0

@@ -169,6 +169,18 @@ def run_name(prefix: str = "") -> str:
 
 
 SECRET_LIKE = re.compile(r"secret|token|password|credential|access_key|://[^/\s]*@", re.IGNORECASE)
+URL_CREDENTIALS = re.compile(r"(?<=://)[^/\s@]+@")
+
+
+def masked(text: str) -> str:
+    """`text` with the credentials of every URL in it hidden (`http://user:pass@host` -> `http://***@host`): the
+    one masking of what is printed, logged or used as a name."""
+    return URL_CREDENTIALS.sub("***@", text)
+
+
+def credential_free(url: str) -> str:
+    """`url` without its `user:pass@` part (a link to show, e.g. the Prefect UI's)."""
+    return URL_CREDENTIALS.sub("", url)
 
 
 def _shown(override: str) -> str:

@@ -45,6 +45,11 @@ class ModelConfig(Strict):
         description="MLflow Model Registry name of the final model; None: the recipe's `name` (the embedded default "
         "tiny-r1 registers as r1-tiny), so that no recipe registers its model under another recipe's name.",
     )
+    trust_remote_code: bool = Field(
+        False,
+        description="Run the model folder's own modelling code on load (auto_map in its config.json): only for code "
+        "you trust; every load then logs a warning. Off: such a folder is refused before any stage.",
+    )
     promotion_floor: float | None = Field(
         None,
         ge=0,
@@ -502,11 +507,13 @@ class Recipe(Strict):
     def _sources_exist(self) -> Recipe:
         from models.factory import source_problem
 
-        for where, source in (
-            ("model.base", self.model.base),
-            ("final_rl.general_reward.model", self.final_rl.general_reward.model),
+        chat = self.data.prompt_style == "chat"
+        for where, source, role in (
+            ("model.base", self.model.base, "model"),
+            ("final_rl.general_reward.model", self.final_rl.general_reward.model, "reward"),
         ):
-            problem = source and source_problem(source)
+            remote_code = self.model.trust_remote_code and role == "model"
+            problem = source and source_problem(source, role, chat and role == "model", remote_code)
             if problem:
                 raise ValueError(f"{where}: {problem}")
         return self

@@ -156,9 +156,23 @@ def cold_start_rows(problems: list[Problem]) -> list[dict]:
     step by step) as reasoning, the result as answer."""
     rows = []
     for p in problems:
-        reasoning = p.solution or worked_chain(json.loads(p.entry)["metadata"].get("expression", ""))
+        metadata = json.loads(p.entry).get("metadata") if p.entry else None
+        if not p.solution and metadata is None:
+            raise _no_solution(p)
+        reasoning = p.solution or worked_chain(metadata.get("expression", ""))
         rows.append({"prompt": p.prompt, "completion": r1_completion(reasoning, p.answer)})
     return rows
+
+
+def _no_solution(problem: Problem) -> ValueError:
+    """The one-line DataError for a file problem without the worked solution cold-start SFT trains on."""
+    from models.problems import DataError
+
+    return DataError(
+        f"data: '{problem.task}' has no worked solution for cold-start SFT (e.g. {prompt_question(problem.prompt)!r}); "
+        "give answers with their reasoning, a solution column (data.problems.solution) or a cold-start file "
+        "(data.cold_start)"
+    )
 
 
 def rows_file(source: str) -> Path | None:
@@ -177,7 +191,11 @@ def load_rows(source: str) -> list[dict]:
     rows = read_rows(source)
     missing = [column for column in ("prompt", "completion") if column not in rows[0]]
     if missing:
-        hint = "; question/answer rows are problems: give them as data.problems" if "question" in rows[0] else ""
+        hint = (
+            "; question/answer rows are problems: give them as data.problems"
+            if "question" in rows[0]
+            else "; every row needs a prompt and a completion"
+        )
         raise DataError(f"'{source}' has no column '{missing[0]}' (columns: {', '.join(rows[0])}){hint}")
     return [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]
 

@@ -109,29 +109,61 @@ def texts_to_represent(splits: dict[str, list[Problem]], cfg: DataConfig, tokeni
     return texts
 
 
+def generation_budget(recipe: Recipe) -> tuple[int, str]:
+    """(tokens, the recipe key that sets them): the longest completion any stage generates after a prompt."""
+    from models.trl_knobs import resolved_knobs
+
+    budgets = {
+        "evaluation.max_new_tokens": recipe.evaluation.max_new_tokens,
+        "rejection_sampling.max_new_tokens": recipe.rejection_sampling.max_new_tokens,
+    }
+    for name in ("reasoning_rl", "final_rl"):
+        knobs = resolved_knobs(name, getattr(recipe, name).trl)
+        budgets[f"{name}.trl.max_completion_length"] = knobs["max_completion_length"]
+        budgets[f"{name}.alarms.check_sampling.max_new_tokens"] = getattr(
+            recipe, name
+        ).alarms.check_sampling.max_new_tokens
+    key = max(budgets, key=budgets.get)
+    return budgets[key], key
+
+
+def check_context(prompts: list[tuple[str, str]], tokenizer, recipe: Recipe, context: int) -> None:
+    """DataError if the longest prompt + the longest generation budget overflows the model's context."""
+    lengths = [(len(tokenizer(text, add_special_tokens=False)["input_ids"]), text, where) for text, where in prompts]
+    length, text, where = max(lengths, default=(0, "", ""))
+    budget, key = generation_budget(recipe)
+    if length + budget > context:
+        raise DataError(
+            f"data: the longest prompt ({where}, {length} tokens: {text[:40]!r}) + {key} {budget} exceeds the model's "
+            f"context of {context} tokens (max_position_embeddings of '{recipe.model.base}'); shorten the prompts, "
+            f"lower {key} or use a longer-context model"
+        )
+
+
 def check_tokenizer(splits: dict[str, list[Problem]], recipe: Recipe, tokenizer, context: int | None) -> None:
-    """DataError if a prompt or answer cannot be represented, or a prompt + the generation budget overflows."""
-    budget = recipe.evaluation.max_new_tokens
-    for text, where in texts_to_represent(splits, recipe.data, tokenizer).items():
+    """DataError if chat prompts meet a tokenizer without a chat template, a prompt or answer cannot be represented,
+    or the longest prompt + the generation budget overflows the context."""
+    if recipe.data.prompt_style == "chat" and not tokenizer.chat_template:
+        raise DataError(
+            f"data.prompt_style is chat but the tokenizer of '{recipe.model.base}' has no chat template; use a chat "
+            "(instruct) model, add a chat_template to its tokenizer_config.json, or set data.prompt_style=compact"
+        )
+    texts = texts_to_represent(splits, recipe.data, tokenizer)
+    for text, where in texts.items():
         problem = representation_problem(tokenizer, text)
         if problem:
             raise DataError(f"data: the tokenizer of '{recipe.model.base}' {problem} (in {where}: {text[:60]!r})")
-        if context and where.endswith("prompt"):
-            length = len(tokenizer(text, add_special_tokens=False)["input_ids"])
-            if length + budget > context:
-                raise DataError(
-                    f"data: {where} of {length} tokens + evaluation.max_new_tokens {budget} exceeds the model's "
-                    f"context of {context} tokens ({text[:60]!r}); shorten the prompts or use a longer-context model"
-                )
+    if context:
+        check_context([(t, w) for t, w in texts.items() if w.endswith("prompt")], tokenizer, recipe, context)
 
 
-def model_context(source: str) -> int | None:
+def model_context(source: str, trust_remote_code: bool = False) -> int | None:
     """The base model's context length (max_position_embeddings), or None if its config does not say."""
     from transformers import AutoConfig
 
     from models.factory import resolve_source
 
-    config = AutoConfig.from_pretrained(resolve_source(source))
+    config = AutoConfig.from_pretrained(resolve_source(source), trust_remote_code=trust_remote_code)
     return getattr(config, "max_position_embeddings", None)
 
 
@@ -157,9 +189,17 @@ def _checked(recipe_json: str, data_fingerprints: tuple[str, ...]) -> dict[str, 
     return _check(Recipe.model_validate_json(recipe_json), None, None)
 
 
-def _check(recipe: Recipe, tokenizer, context: int | None) -> dict[str, list[Problem]]:
+def base_tokenizer(recipe: Recipe):
+    """(tokenizer, context length) of the base model; a warning line when the recipe lets it run its own code."""
     from models.factory import load_tokenizer
 
+    base, remote = recipe.model.base, recipe.model.trust_remote_code
+    if remote:
+        log.warning("model.trust_remote_code is on: '%s' may run its own code on load; only for code you trust", base)
+    return load_tokenizer(base, remote), model_context(base, remote)
+
+
+def _check(recipe: Recipe, tokenizer, context: int | None) -> dict[str, list[Problem]]:
     try:
         splits = build_splits(recipe.data, recipe.seed)
     except DataError:
@@ -170,7 +210,7 @@ def _check(recipe: Recipe, tokenizer, context: int | None) -> dict[str, list[Pro
     check_heldout(recipe.data, splits)
     if tokenizer is None:
         try:
-            tokenizer, context = load_tokenizer(recipe.model.base), model_context(recipe.model.base)
+            tokenizer, context = base_tokenizer(recipe)
         except (OSError, ValueError) as err:
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise DataError(f"model.base: cannot load the tokenizer of '{recipe.model.base}': {first}") from None

@@ -64,7 +64,10 @@ def _decoded(path: Path) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
-        raise DataError(f"'{path}' line {line}: byte 0x{raw[err.start]:02x} is not UTF-8; re-encode the file") from None
+        raise DataError(
+            f"'{path}' line {line} (byte offset {err.start}): byte 0x{raw[err.start]:02x} is not UTF-8; re-encode "
+            "the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
 
 
 def _check_jsonl(path: Path) -> None:
@@ -90,6 +93,8 @@ def read_rows(source: str, split: str = "train", name: str | None = None, revisi
     if path is not None and path.suffix in FORMATS:
         if path.suffix == ".jsonl":
             _check_jsonl(path)
+        elif path.suffix == ".csv" and len(_decoded(path).strip().splitlines()) < 2:
+            raise DataError(f"'{path}' has a header but no rows; it needs at least one row under the header")
         elif path.suffix != ".parquet":
             _decoded(path)
         args, kwargs = (FORMATS[path.suffix],), {"data_files": str(path), "split": "train"}

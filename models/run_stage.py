@@ -139,6 +139,7 @@ def run(spec: StageSpec) -> Artifact | None:
     """Run the stage and publish its output to the spec's store; returns the record on the main rank, None on the
     others."""
     from models.checkpoint_sync import record_attempt_in, store_hooks
+    from models.factory import allow_remote_code
     from models.resume import continued_series, record_attempt
     from models.stage_io import scratch_dir
     from models.storage import mlflow_env, output_store
@@ -163,6 +164,7 @@ def run(spec: StageSpec) -> Artifact | None:
                 _log_spec(spec, work)
             started = time.monotonic()
             hooks = {"hooks": store_hooks(store, area, local_area)} if training else {}
+            allow_remote_code(spec.trust_remote_code)
             _entry(spec.entry)(_with_local_inputs(spec, store), work, **hooks)
             if run_:
                 _log_cost(spec, started, state)

@@ -37,6 +37,7 @@ class StageSpec(BaseModel):
     settings: dict[str, Any] = Field(description="The stage's own recipe section, TRL knobs resolved.")
     data: DataConfig | None = Field(None, description="The data settings, for stages that read them.")
     dtype: str | None = Field(None, description="Weights dtype on load, for stages that load a model.")
+    trust_remote_code: bool = Field(False, description="Whether a model's own modelling code may run on load.")
     seed: int
     inputs: dict[str, Artifact]
     # where and how it runs: not part of the key
@@ -65,6 +66,7 @@ class StageSpec(BaseModel):
             "seed": self.seed,
             "inputs": {name: record.fingerprint for name, record in sorted(self.inputs.items())},
             "code": self.code,
+            **({"trust_remote_code": True} if self.trust_remote_code else {}),  # keys without it stay as they were
         }
 
     def key(self) -> str:
@@ -103,6 +105,7 @@ def stage_spec(name: str, recipe: Recipe, inputs: dict[str, Artifact], **where: 
         settings=stage_settings(name, recipe),
         data=recipe.data if "data" in declared.reads else None,
         dtype=recipe.model.dtype if "dtype" in declared.reads else None,
+        trust_remote_code=recipe.model.trust_remote_code,
         seed=recipe.seed,
         inputs=inputs,
         launch=recipe.launch if declared.launch == "accelerate" else LaunchConfig(),

@@ -108,6 +108,8 @@ class StorageConfig(BaseModel):
             )
         if value.startswith("s3://") and not urlsplit(value).netloc:
             raise ValueError("storage.uri 's3://' names no bucket; write s3://bucket/prefix")
+        if value.startswith("s3://") and ".." in urlsplit(value).path.split("/"):
+            raise ValueError(f"storage.uri '{value}' has a '..' in its prefix; write s3://bucket/prefix without '..'")
         return value
 
     @field_validator("endpoint_url")

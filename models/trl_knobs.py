@@ -79,6 +79,8 @@ def coerce_knobs(name: str, knobs: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"{where}: set by {name}.checkpoint_every (steps between checkpoints; 0: none) instead")
         if key in OWNED_BY_PIPELINE:
             raise ValueError(f"{where}: set by the pipeline, remove it from the recipe")
+        if key == "hub_token":
+            raise ValueError(f"{where}: a recipe is logged and shown in the Prefect UI; export HF_TOKEN instead")
         if key not in fields:
             close = difflib.get_close_matches(key, fields, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else f"; see TRL's {cls_name} for valid fields"

@@ -104,7 +104,7 @@ def test_read_rows_every_file_format(tmp_path, suffix):
         (b"\n  \n", "is empty"),
         (
             b'{"question": "1+1", "answer": "2"}\n{"question": "2+\xff", "answer": "3"}\n',
-            "line 2: byte 0xff is not UTF-8",
+            "line 2 (byte offset 51): byte 0xff is not UTF-8",
         ),
         (b'{"question": "1+1", "answer": "2"}\n\n{"question": "2+2", "answer": \n', "line 3: not valid JSON"),
         (b'["1+1", "2"]\n', "line 1: a row must be a JSON object"),
