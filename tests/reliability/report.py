@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CATEGORIES = ("kill", "concurrent", "storage", "reward", "guard", "bad_input", "security")
 
 
@@ -117,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, help="write the table as markdown here too")
     args, pytest_args = parser.parse_known_args(argv)
+    sys.path.insert(0, str(PROJECT_ROOT))  # this checkout's packages, not an installed copy's
     collector, started = Collector(), time.monotonic()
     code = pytest.main(["-q", "-m", "reliability", "-p", "no:cacheprovider", *pytest_args], plugins=[collector])
     table = markdown(collector.finish(), time.monotonic() - started)
