@@ -247,3 +247,21 @@ def test_the_worker_image_runs_as_non_root():
     lines = [line.split() for line in (ROOT / "docker" / "worker.Dockerfile").read_text().splitlines()]
     users = [words[1] for words in lines if words[:1] == ["USER"]]
     assert users and users[-1].split(":")[0] not in ("0", "root"), users
+
+
+@SECURITY
+def test_printed_urls_carry_no_credentials(monkeypatch, tmp_path):
+    """What the CLI prints about the Prefect and MLflow servers, and Prefect's `View at` links, hide a password."""
+    from flows.cli import configure_environment, ui_help
+
+    secret = secrets.token_hex(8)
+    monkeypatch.setenv("R1_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("PREFECT_API_URL", f"http://ops:{secret}@127.0.0.1:4200/api")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"https://ops:{secret}@mlflow.example.org")
+    monkeypatch.delenv("PREFECT_UI_URL", raising=False)
+    configure_environment()
+    import os
+
+    assert os.environ["PREFECT_UI_URL"] == "http://127.0.0.1:4200"
+    shown = ui_help()
+    assert secret not in shown and "http://127.0.0.1:4200" in shown and "https://***@mlflow.example.org" in shown
