@@ -246,13 +246,14 @@ DIGEST_CACHE = ("cache", "cache/file_sha256.sqlite")  # sha256s of files read (m
 
 def listing(folder: Path | None) -> list[tuple[str, int]]:
     """Every path under `folder` with its size (-1: a folder), but the digest cache, which the data checks may fill
-    in a state folder that exists: a record of hashes of unchanged files, complete whatever happens next."""
+    in a state folder that exists (a record of hashes of unchanged files, complete whatever happens next), and lock
+    files (models/stage_lock.py: the MLflow store's first-use lock beside its db), which hold no data."""
     if folder is None or not folder.exists() or folder == Path("/sys/kernel"):
         return []
     if folder.is_file():
         return [(folder.name, folder.stat().st_size)]
     found = ((str(p.relative_to(folder)), p.stat().st_size if p.is_file() else -1) for p in folder.rglob("*"))
-    return sorted(entry for entry in found if entry[0] not in DIGEST_CACHE)
+    return sorted(entry for entry in found if entry[0] not in DIGEST_CACHE and not entry[0].endswith(".lock"))
 
 
 def failing_module(name: str, attribute: str) -> types.ModuleType:

@@ -245,6 +245,8 @@ def gsm8k_copy(folder: Path) -> Path:
 def test_gsm8k_recipe_against_a_local_copy(tmp_path):
     folder = gsm8k_copy(tmp_path / "gsm8k")
     sizes = ["data.eval_size=10", "data.validation_size=3", "data.cold_start_size=10", "data.rl_pool_size=20"]
+    # 20 prompts fill a generation batch of 16 distinct prompts (256 completions / 16 each)
+    sizes += [f"{stage}.trl.gradient_accumulation_steps=2" for stage in ("reasoning_rl", "final_rl")]
     recipe = load_recipe(
         REPO / "flows" / "recipes" / "qwen2.5-math-1.5b-gsm8k-h800x8.yaml",
         [f"data.problems.path={folder}", "data.problems.name=null", *sizes],
