@@ -166,10 +166,15 @@ def mlflow_artifact_location(cfg: StorageConfig | None, experiment: str) -> str:
 
 
 def mlflow_env(cfg: StorageConfig | None) -> dict[str, str]:
-    """Environment MLflow's S3 artifact repository needs for this store (the endpoint; credentials stay in the
-    AWS chain). Empty for a local store or AWS itself."""
+    """Environment MLflow's S3 artifact repository needs for this store: the endpoint, and botocore's standard retry
+    mode with 8 attempts (MLflow builds its client without retry settings: legacy mode, 5 attempts) unless the
+    environment sets them; credentials stay in the AWS chain. Empty for a local store."""
     cfg = (cfg or StorageConfig()).effective()
-    return {"MLFLOW_S3_ENDPOINT_URL": cfg.endpoint_url} if cfg.is_s3 and cfg.endpoint_url else {}
+    if not cfg.is_s3:
+        return {}
+    retries = {"AWS_RETRY_MODE": os.environ.get("AWS_RETRY_MODE", "standard")}
+    retries["AWS_MAX_ATTEMPTS"] = os.environ.get("AWS_MAX_ATTEMPTS", "8")
+    return {"MLFLOW_S3_ENDPOINT_URL": cfg.endpoint_url, **retries} if cfg.endpoint_url else retries
 
 
 def output_store(output: str, cfg: StorageConfig | None) -> tuple[ArtifactStore, str]:
