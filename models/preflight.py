@@ -151,11 +151,26 @@ def _probe_write(folder: Path) -> None:
         os.unlink(name)
 
 
+def _request(url: str) -> urllib.request.Request:
+    """A request for `url` with its user:password part (which urllib cannot take in the host) as Basic auth."""
+    import base64
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.username is None:
+        return urllib.request.Request(url)
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    request = urllib.request.Request(urlunsplit(parts._replace(netloc=host)))
+    credentials = f"{parts.username}:{parts.password or ''}".encode()
+    request.add_header("Authorization", "Basic " + base64.b64encode(credentials).decode())
+    return request
+
+
 def _unreachable(url: str) -> str | None:
     """Why nothing answers at `url` within REACH_TIMEOUT_S (refused, timed out, no such host), or None. Any HTTP
     answer, an error status included, means something is listening."""
     try:
-        with urllib.request.urlopen(url, timeout=REACH_TIMEOUT_S):  # noqa: S310 - http(s) only, checked by callers
+        with urllib.request.urlopen(_request(url), timeout=REACH_TIMEOUT_S):  # noqa: S310 - http(s) only, checked
             return None
     except urllib.error.HTTPError:
         return None

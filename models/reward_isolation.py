@@ -65,7 +65,11 @@ def score_one(func: Callable, kwargs: dict, size: int, index: int) -> tuple[str,
 
 
 def _serve(conn, func: Callable) -> None:
-    """The worker: for each (kwargs, size, start) it receives, send (index, kind, value) per sample, in order."""
+    """The worker: for each (kwargs, size, start) it receives, send (index, kind, value) per sample, in order. It
+    dies with the stage process that forked it (a kill -9 of the stage leaves no worker behind)."""
+    from models.lifetime import die_with_parent
+
+    die_with_parent()
     while True:
         message = conn.recv()
         if message is None:
