@@ -54,6 +54,17 @@ def checked_name(name: str) -> str:
     return name
 
 
+def _acquire(try_once, timeout: float | None) -> bool:
+    """Call `try_once` every POLL_S until it holds the lock (True) or `timeout` seconds have passed (False); None
+    waits as long as it takes."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not try_once():
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_S)
+    return True
+
+
 class FileLock:
     """An exclusive `flock` on a lock file: held until released or until its process dies."""
 
@@ -80,12 +91,7 @@ class FileLock:
 
     def acquire(self, timeout: float | None = None) -> bool:
         """Wait until held (True) or `timeout` seconds have passed (False); None waits as long as it takes."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._try():
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            time.sleep(POLL_S)
-        return True
+        return _acquire(self._try, timeout)
 
     def release(self) -> None:
         if self._fd is not None:
@@ -179,12 +185,8 @@ class S3Lease:
             self._etag = etag
 
     def acquire(self, timeout: float | None = None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._try():
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            time.sleep(POLL_S)
-        return True
+        """Wait until held (True) or `timeout` seconds have passed (False); None waits as long as it takes."""
+        return _acquire(self._try, timeout)
 
     def release(self) -> None:
         """Stop the heartbeat and delete the lease if it is still ours."""
