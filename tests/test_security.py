@@ -70,19 +70,23 @@ class Leaks:
         self.found += [f"{where}: {name}" for name, value in self.values.items() if value.encode() in data]
 
 
-def scan_mlflow(leaks: Leaks, download_to: Path) -> int:
-    """Every experiment's runs (name, params, tags, metric names, all artifacts) and the registry; the run count."""
+def scan_mlflow(leaks: Leaks, tracking_uri: str, download_to: Path) -> int:
+    """Every experiment's runs (name, params, tags, metric names, all artifacts) and the registry; the run count.
+    The store is named explicitly: an earlier test in this process may have set MLflow's global tracking URI, which
+    outranks MLFLOW_TRACKING_URI."""
     import mlflow
     from mlflow import MlflowClient
+    from mlflow.entities import ViewType
 
-    client = MlflowClient()
-    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    runs = client.search_runs(experiments, run_view_type=ViewType.ALL, max_results=10_000)
     for run in runs:
         data = run.data
         leaks.scan(f"mlflow run {run.info.run_name}", json.dumps([run.info.run_name, data.params, data.tags]))
         leaks.scan(f"mlflow run {run.info.run_name} metric names", " ".join(data.metrics))
         folder = download_to / run.info.run_id
-        mlflow.artifacts.download_artifacts(run_id=run.info.run_id, dst_path=str(folder))
+        mlflow.artifacts.download_artifacts(run_id=run.info.run_id, dst_path=str(folder), tracking_uri=tracking_uri)
         for path in (p for p in folder.rglob("*") if p.is_file()):
             leaks.scan(f"mlflow artifact {path.relative_to(download_to)}", path.read_bytes())
     for model in client.search_registered_models():
@@ -177,7 +181,7 @@ def test_no_planted_secret_appears_in_anything_the_pipeline_writes(secret_run, s
     leaks = Leaks(values)
     leaks.scan("stdout/stderr", output)
     counts = {
-        "mlflow runs": scan_mlflow(leaks, tmp_path / "artifacts"),
+        "mlflow runs": scan_mlflow(leaks, env["MLFLOW_TRACKING_URI"], tmp_path / "artifacts"),
         "prefect flow runs": scan_prefect(leaks),
         "state files": scan_tree(leaks, state, "state"),
         "bucket objects": scan_bucket(leaks, s3_server, bucket),
