@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from models.guard_config import GuardConfig
+from models.guard_config import GuardConfig, SamplingGuardConfig, SftGuardConfig
 from models.storage import StorageConfig
 
 REWARD_NAMES = ("accuracy", "format", "language_consistency")
@@ -253,6 +253,9 @@ class SamplingConfig(Strict):
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling (R1 evaluation: 0.95).")
     max_new_tokens: int = Field(48, ge=1, description="Generation budget per sample.")
     batch_size: int = Field(256, ge=1, description="Prompts per generate call.")
+    guards: SamplingGuardConfig = Field(
+        default_factory=SamplingGuardConfig, description="How the answer verifier's calls are contained."
+    )
 
 
 class EvalConfig(SamplingConfig):
@@ -282,6 +285,9 @@ class SftStage(Strict):
         "activations kept for the backward pass (torch.compile's partitioner recomputes the cheapest of the rest; "
         "0 would be full checkpointing, 1 keeps them all). On an H200, 0.5 ran at 1.81x stock TRL's tokens/s in "
         "15.2 GiB, against 2.0x in 32.5 GiB for 1 (README).",
+    )
+    guards: SftGuardConfig = Field(
+        default_factory=SftGuardConfig, description="The guard that stops the stage at an exploding gradient norm."
     )
 
     @model_validator(mode="after")

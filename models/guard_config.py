@@ -1,5 +1,6 @@
-"""The RL stages' guards in the recipe: reward isolation (models/reward_isolation.py) and the training guards that
-stop a run going nowhere (models/training_guards.py).
+"""The stages' guards in the recipe: reward isolation (models/reward_isolation.py) and the training guards that
+stop a run going nowhere (models/training_guards.py) in the RL stages; the gradient-norm guard in the SFT stages;
+verifier isolation in evaluation and rejection sampling (models/verifier_isolation.py).
 
     python -m models.recipe flows/recipes/tiny.yaml reasoning_rl.guards.rewards.timeout_s=2   # prints the recipe
 """
@@ -34,7 +35,7 @@ class RewardIsolationConfig(_Strict):
     )
 
 
-class TrainingGuardConfig(_Strict):
+class GradNormGuardConfig(_Strict):
     max_grad_norm: float = Field(
         1e4,
         ge=0,
@@ -51,6 +52,9 @@ class TrainingGuardConfig(_Strict):
         ge=1,
         description="Logged gradient norms the running median needs before the spike test starts.",
     )
+
+
+class TrainingGuardConfig(GradNormGuardConfig):
     truncated_steps: int = Field(
         50,
         ge=0,
@@ -71,4 +75,31 @@ class GuardConfig(_Strict):
     )
     training: TrainingGuardConfig = Field(
         default_factory=TrainingGuardConfig, description="When a run going nowhere is stopped."
+    )
+
+
+class SftGuardConfig(_Strict):
+    training: GradNormGuardConfig = Field(
+        default_factory=GradNormGuardConfig, description="When an exploding gradient norm stops the stage."
+    )
+
+
+class VerifierIsolationConfig(_Strict):
+    isolated: bool = Field(
+        True,
+        description="Run the answer verifier in a worker process, where a call that takes longer than `timeout_s` "
+        "is killed; off: in the stage process (errors still count as incorrect and are counted, but a hung verifier "
+        "hangs the stage).",
+    )
+    timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds one verdict may take; past it the worker is killed and replaced, and the sample counts "
+        "as incorrect and as a verifier timeout.",
+    )
+
+
+class SamplingGuardConfig(_Strict):
+    verifier: VerifierIsolationConfig = Field(
+        default_factory=VerifierIsolationConfig, description="How the answer verifier's calls are contained."
     )

@@ -18,6 +18,7 @@ import mlflow
 from models.config import SftStage
 from models.data import build_splits, cold_start_rows, dataset_input, load_rows, rows_source
 from models.factory import load_model, precision_knobs
+from models.guard_config import GradNormGuardConfig, TrainingGuardConfig
 from models.records import local_path
 from models.resume import NO_HOOKS, CheckpointHooks, TrainerAttributes, resumed_train, trainer_args
 from models.stage_io import StageSpec, scratch_dir
@@ -36,17 +37,21 @@ def sft_trainer(
     compile_layers: bool = False,
     callbacks: Sequence = (),
     activation_memory_budget: float = 1.0,
+    stage_name: str = "training",
+    grad_norm_guard: GradNormGuardConfig | None = None,
 ):
     """The SFT stages' trainer (`make bench-gpu` times this same trainer against stock TRL): FastSFTTrainer, TRL's
     SFTTrainer without host syncs in its step, with batches copied to the GPU without blocking; compile_layers:
     compile each decoder layer first (compile_decoder_layers, keeping activation_memory_budget of their
-    activations)."""
+    activations). Stopped with a one-line reason naming stage_name at a NaN/inf loss, gradient or weight, and with
+    grad_norm_guard at an exploding gradient norm (models/training_guards.py)."""
     import torch
     from datasets import Dataset
     from trl import SFTConfig
 
     from models.fast_sft import FastSFTTrainer
     from models.nonfinite import NonFiniteGuard
+    from models.training_guards import TrainingGuards
 
     if compile_layers:
         compile_decoder_layers(model, activation_memory_budget)
@@ -58,13 +63,15 @@ def sft_trainer(
         | ({"accelerator_config": {"non_blocking": True}} if torch.cuda.is_available() else {})
         | precision_knobs(knobs),
     )
+    guard_cfg = TrainingGuardConfig(**grad_norm_guard.model_dump()) if grad_norm_guard else None
+    guards = [TrainingGuards(guard_cfg, stage_name)] if guard_cfg else []  # SFT logs no completion/reward metrics
     log_trainer_settings(args, model)  # every TRL argument, once, as an artifact (the params are the stage's settings)
     return FastSFTTrainer(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        callbacks=[*callbacks, NonFiniteGuard()],  # stops at a NaN/inf loss, gradient or weight
+        callbacks=[*callbacks, NonFiniteGuard(stage_name), *guards],
     )
 
 
@@ -77,6 +84,7 @@ def train_sft(
     seed: int,
     out: Path,
     hooks: CheckpointHooks = NO_HOOKS,
+    stage_name: str = "sft",
 ) -> dict:
     """Fine-tune on `rows` (resuming from the last complete checkpoint in the work area, if any) and save model +
     tokenizer to `out`; returns TRL's final training metrics."""
@@ -90,6 +98,8 @@ def train_sft(
         scratch_dir(out),
         compile_layers=stage.compile_layers,
         activation_memory_budget=stage.activation_memory_budget,
+        stage_name=stage_name,
+        grad_norm_guard=stage.guards.training,
     )
     result = resumed_train(trainer, hooks, tokens=TrainerAttributes(trainer, "_total_train_tokens"))
     trainer.save_model(str(out))
@@ -148,7 +158,7 @@ def run_cold_start(spec: StageSpec, out: Path, hooks: CheckpointHooks = NO_HOOKS
     cold_start_file = spec.inputs["cold_start"].uri if "cold_start" in spec.inputs else None
     _log_dataset(rows, "cold_start", rows_source(cold_start_file, spec.data))
     start, knobs = spec.inputs["model"].uri, spec.settings["trl"]
-    return train_sft(start, spec.dtype, rows, spec.config, knobs, spec.seed, out, hooks)
+    return train_sft(start, spec.dtype, rows, spec.config, knobs, spec.seed, out, hooks, spec.stage)
 
 
 def run_supervised_merge(spec: StageSpec, out: Path, hooks: CheckpointHooks = NO_HOOKS) -> dict:
@@ -161,4 +171,4 @@ def run_supervised_merge(spec: StageSpec, out: Path, hooks: CheckpointHooks = NO
         mlflow.log_metrics({"data/reasoning_rows": len(verified), "data/total_rows": len(rows)})
     start = spec.inputs["model"].uri
     log.info("supervised_merge: %d rows (%d verified reasoning), starting from %s", len(rows), len(verified), start)
-    return train_sft(start, spec.dtype, rows, stage, spec.settings["trl"], spec.seed, out, hooks)
+    return train_sft(start, spec.dtype, rows, stage, spec.settings["trl"], spec.seed, out, hooks, spec.stage)

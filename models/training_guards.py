@@ -1,4 +1,5 @@
-"""Stop a GRPO run that is going nowhere, with a one-line reason that names the cause and the fix:
+"""Stop a GRPO run that is going nowhere (and an SFT run whose gradient norm explodes), with a one-line reason that
+names the cause and the fix:
 
 - an exploding gradient norm: a logged norm (before clipping) above guards.training.max_grad_norm, or above
   grad_norm_spike times the median of the norms logged before it (the near-zero norms of steps without reward
@@ -55,7 +56,7 @@ class TrainingGuards(TrainerCallback):
     def _check_grad_norm(self, norm: float, step: int) -> None:
         cfg, median = self.cfg, self._running_median()
         self.grad_norms.append(norm)
-        fix = f"lower {self.stage}.trl.learning_rate (or check the data and rewards)"
+        fix = f"lower {self.stage}.trl.learning_rate, or check the data (and the rewards, in an RL stage)"
         if cfg.max_grad_norm and norm > cfg.max_grad_norm:
             limit = f"{self.stage}.guards.training.max_grad_norm={cfg.max_grad_norm:g}"
             self._stop(f"gradient norm {norm:.3g} exceeds {limit}", step, fix)

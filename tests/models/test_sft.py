@@ -1,12 +1,16 @@
-"""The SFT stages' trainer: per-layer compilation trains the same model as eager TRL (same losses, weights move)."""
+"""The SFT stages' trainer: per-layer compilation trains the same model as eager TRL (same losses, weights move); an
+exploding gradient norm stops it with its last good checkpoint kept."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from transformers import TrainerCallback
 
 from models.factory import load_model
+from models.guard_config import GradNormGuardConfig
 from models.sft import compile_decoder_layers, sft_trainer
+from models.training_guards import TrainingStopped
 
 ROWS = [
     {"prompt": f"Q:{a}+{b}\nA:", "completion": f"<think>{a}+{b}</think><answer>{a + b}</answer>"}
@@ -79,3 +83,40 @@ def test_activation_memory_budget_keeps_fewer_activations_and_trains_the_same(tm
     budget_losses, budget_weights = _train(tmp_path / "budget", True, 0.05, activation_checkpointing=False)
     assert budget_losses == pytest.approx(full_losses, rel=1e-5)
     assert all(torch.allclose(w, full_weights[k], atol=1e-5) for k, w in budget_weights.items())
+
+
+class ScaleFinalNorm(TrainerCallback):
+    """Before optimizer step `at` + 1, the final norm's weight times 1e4: the logits follow, and the gradient norm
+    jumps from ~20 to ~1e5 while staying finite (an explosion, not a NaN)."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        if state.global_step == self.at:
+            with torch.no_grad():
+                model.model.norm.weight.mul_(1e4)
+
+
+@pytest.mark.reliability("guard")
+def test_an_exploding_gradient_norm_stops_sft_and_keeps_the_last_good_checkpoint(tmp_path):
+    model, tokenizer = load_model("builtin:tiny_base", "float32")
+    knobs = KNOBS | dict(max_steps=6, save_strategy="steps", save_steps=1)
+    trainer = sft_trainer(
+        model,
+        tokenizer,
+        ROWS,
+        knobs,
+        0,
+        tmp_path,
+        callbacks=[ScaleFinalNorm(at=3)],
+        stage_name="cold_start_sft",
+        grad_norm_guard=GradNormGuardConfig(),  # the recipe's defaults
+    )
+    with pytest.raises(TrainingStopped) as stopped:
+        trainer.train()
+    message = str(stopped.value)
+    assert "\n" not in message
+    assert message.startswith("cold_start_sft: gradient norm ")
+    assert "exceeds cold_start_sft.guards.training.max_grad_norm=10000 at step 4;" in message
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2", "checkpoint-3"]
