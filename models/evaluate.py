@@ -13,7 +13,8 @@ from collections import Counter
 from models.config import EvalConfig
 from models.data import Problem
 from models.generation import sample
-from models.verifiers import answer_is_correct, is_correct, language_consistency, parse
+from models.verifier_isolation import Verifier
+from models.verifiers import language_consistency, parse
 
 
 def pass_at_1(verdicts: list[list[bool]]) -> float:
@@ -40,10 +41,10 @@ def cons_at_k(voted_correct: list[bool]) -> float:
     return sum(voted_correct) / len(voted_correct)
 
 
-def score_prompt(problem: Problem, completions: list[str], language: str) -> dict:
+def score_prompt(problem: Problem, completions: list[str], language: str, verifier: Verifier) -> dict:
     """Verdicts and statistics of one prompt's samples (one row of the per-prompt table)."""
     parsed = [parse(c) for c in completions]
-    verdicts = [is_correct(p, problem.entry, problem.answer) for p in parsed]
+    verdicts = verifier.completions_correct(completions, [problem] * len(completions))
     voted = majority_answer([p.answer for p in parsed])
     return {
         "prompt": problem.prompt if isinstance(problem.prompt, str) else json.dumps(problem.prompt),
@@ -51,7 +52,7 @@ def score_prompt(problem: Problem, completions: list[str], language: str) -> dic
         "samples": completions,
         "verdicts": verdicts,
         "voted": voted,
-        "voted_correct": voted is not None and answer_is_correct(voted, problem.entry, problem.answer),
+        "voted_correct": voted is not None and verifier.answers_correct([voted], [problem])[0],
         "well_formed": [p.well_formed for p in parsed],
         "language": [language_consistency(p.think, language) if p.think else 0.0 for p in parsed],
     }
@@ -76,5 +77,6 @@ def evaluate_model(model, tokenizer, problems: list[Problem], cfg: EvalConfig, s
     """(metrics, per-prompt rows) of `model` on `problems`."""
     problems = problems[: cfg.max_prompts] if cfg.max_prompts else problems
     completions = sample(model, tokenizer, [p.prompt for p in problems], cfg, seed)
-    rows = [score_prompt(p, c, language) for p, c in zip(problems, completions, strict=True)]
-    return summarize(rows), rows
+    with Verifier(cfg.guards.verifier, "evaluation") as verifier:
+        rows = [score_prompt(p, c, language, verifier) for p, c in zip(problems, completions, strict=True)]
+    return summarize(rows) | verifier.metrics("eval"), rows

@@ -17,16 +17,18 @@ from models.data import Problem, build_splits
 from models.factory import load_model
 from models.generation import sample
 from models.stage_io import StageSpec
-from models.verifiers import CODE_FENCE, is_correct, language_consistency, longest_paragraph, parse
+from models.verifier_isolation import Verifier
+from models.verifiers import CODE_FENCE, language_consistency, longest_paragraph, parse
 
 log = logging.getLogger(__name__)
 
 
-def rejection_reason(completion: str, problem: Problem, cfg: RejectionSamplingStage, language: str) -> str | None:
-    """Why a sample is rejected (incorrect, mixed_language, overlong_paragraph, code_block), or None to keep."""
-    parsed = parse(completion)
-    if not is_correct(parsed, problem.entry, problem.answer):
+def rejection_reason(completion: str, correct: bool, cfg: RejectionSamplingStage, language: str) -> str | None:
+    """Why a sample the verifier judged `correct` or not is rejected (incorrect, mixed_language, overlong_paragraph,
+    code_block), or None to keep."""
+    if not correct:
         return "incorrect"
+    parsed = parse(completion)
     if language_consistency(parsed.think, language) < cfg.min_language_consistency:
         return "mixed_language"
     if longest_paragraph(parsed.think) > cfg.max_paragraph_chars:
@@ -37,13 +39,16 @@ def rejection_reason(completion: str, problem: Problem, cfg: RejectionSamplingSt
 
 
 def select(problems: list[Problem], samples: list[list[str]], cfg: RejectionSamplingStage, language: str):
-    """(kept rows, statistics) from the sampled completions."""
+    """(kept rows, statistics) from the sampled completions; the verifier runs contained (models/verifier_isolation.py)
+    and its failures count as incorrect and in the statistics."""
     kept, seen, dropped = [], set(), Counter()
     covered = 0
-    for problem, completions in zip(problems, samples, strict=True):
+    with Verifier(cfg.guards.verifier, "rejection_sampling") as verifier:
+        verdicts = [verifier.completions_correct(c, [p] * len(c)) for p, c in zip(problems, samples, strict=True)]
+    for problem, completions, correct in zip(problems, samples, verdicts, strict=True):
         any_kept = False
-        for completion in completions:
-            reason = rejection_reason(completion, problem, cfg, language)
+        for completion, is_right in zip(completions, correct, strict=True):
+            reason = rejection_reason(completion, is_right, cfg, language)
             key = (json.dumps(problem.prompt), completion.strip())
             if reason is None and key in seen:
                 reason = "duplicate"
@@ -65,6 +70,7 @@ def select(problems: list[Problem], samples: list[list[str]], cfg: RejectionSamp
             f"dropped_{r}": dropped[r]
             for r in ("incorrect", "mixed_language", "overlong_paragraph", "code_block", "duplicate")
         },
+        **{k.removeprefix("rejection/"): int(v) for k, v in verifier.metrics("rejection").items()},
     }
     return kept, stats
 

@@ -8,6 +8,8 @@ import pytest
 
 from models.data import Problem
 from models.evaluate import cons_at_k, majority_answer, pass_at_1, pass_at_k, score_prompt, summarize
+from models.guard_config import VerifierIsolationConfig
+from models.verifier_isolation import Verifier
 
 T, F = True, False
 
@@ -75,6 +77,9 @@ PROBLEM = Problem(
 )
 
 
+VERIFIER = Verifier(VerifierIsolationConfig(isolated=False), "evaluation")  # in this process: no worker to fork
+
+
 def test_score_prompt():
     completions = [
         "<think>first 4-1=3, then 3-7=-4</think><answer>-4</answer>",  # correct
@@ -82,7 +87,7 @@ def test_score_prompt():
         "<think>add 四 and seven</think><answer>1</answer>",  # wrong, 3 of 4 words English
         "-4",  # right number, wrong format
     ]
-    row = score_prompt(PROBLEM, completions, "en")
+    row = score_prompt(PROBLEM, completions, "en", VERIFIER)
     assert row["prompt"] == "Q:4-1-7\nA:"
     assert row["answer"] == "-4"
     assert row["samples"] == completions
@@ -101,7 +106,7 @@ def test_score_prompt_wrong_majority_and_chat_prompt():
         "<think>c</think><answer>1</answer>",
         "garbage",
     ]
-    row = score_prompt(chat_problem, completions, "en")
+    row = score_prompt(chat_problem, completions, "en", VERIFIER)
     assert json.loads(row["prompt"]) == [{"role": "user", "content": "4 - 1 - 7 ="}]
     assert row["verdicts"] == [F, T, F, F]
     assert row["voted"] == "1"
@@ -109,7 +114,7 @@ def test_score_prompt_wrong_majority_and_chat_prompt():
 
 
 def test_score_prompt_no_well_formed_sample():
-    row = score_prompt(PROBLEM, ["-4", "<think>x</think>"], "en")
+    row = score_prompt(PROBLEM, ["-4", "<think>x</think>"], "en", VERIFIER)
     assert row["voted"] is None
     assert row["voted_correct"] is False
     assert row["verdicts"] == [F, F]
@@ -150,7 +155,10 @@ def test_summarize_hand_built_rows():
 def test_summarize_score_prompt_rows():
     good = "<think>4-1=3,3-7=-4</think><answer>-4</answer>"
     bad = "<think>4-1=3,3-7=-5</think><answer>-5</answer>"
-    rows = [score_prompt(PROBLEM, [good, bad, bad], "en"), score_prompt(PROBLEM, [good, good, "-4"], "en")]
+    rows = [
+        score_prompt(PROBLEM, [good, bad, bad], "en", VERIFIER),
+        score_prompt(PROBLEM, [good, good, "-4"], "en", VERIFIER),
+    ]
     metrics = summarize(rows)
     assert metrics["eval/pass_at_1"] == pytest.approx((1 / 3 + 2 / 3) / 2)
     assert metrics["eval/cons_at_k"] == 0.5  # first prompt votes -5, second -4

@@ -9,6 +9,7 @@ import pytest
 from models.config import RejectionSamplingStage
 from models.data import Problem
 from models.rejection import rejection_reason, select
+from models.verifiers import is_correct
 
 
 def chain_sum_problem(expression: str, answer: str) -> Problem:
@@ -42,6 +43,10 @@ OVERLONG = "<think>" + "take four and subtract one then seven " * 2 + "</think><
 CODE = "<think>```4-1-7```</think><answer>-4</answer>"
 
 
+def _reason(completion: str, cfg: RejectionSamplingStage, language: str) -> str | None:
+    return rejection_reason(completion, is_correct(completion, P1.entry, P1.answer), cfg, language)
+
+
 @pytest.mark.parametrize(
     ("completion", "expected"),
     [
@@ -60,20 +65,20 @@ CODE = "<think>```4-1-7```</think><answer>-4</answer>"
     ],
 )
 def test_rejection_reason(completion, expected):
-    assert rejection_reason(completion, P1, CFG, "en") == expected
+    assert _reason(completion, CFG, "en") == expected
 
 
 def test_rejection_reason_thresholds():
-    assert rejection_reason(CODE, P1, CFG.model_copy(update={"drop_code_blocks": False}), "en") is None
-    assert rejection_reason(OVERLONG, P1, RejectionSamplingStage(max_paragraph_chars=2000), "en") is None
+    assert _reason(CODE, CFG.model_copy(update={"drop_code_blocks": False}), "en") is None
+    assert _reason(OVERLONG, RejectionSamplingStage(max_paragraph_chars=2000), "en") is None
     # 1 of 3 words is Chinese: kept at threshold 0.5, dropped at the default 0.95
     mixed = "<think>先 compute then</think><answer>-4</answer>"
-    assert rejection_reason(mixed, P1, CFG, "en") == "mixed_language"
-    assert rejection_reason(mixed, P1, CFG.model_copy(update={"min_language_consistency": 0.5}), "en") is None
+    assert _reason(mixed, CFG, "en") == "mixed_language"
+    assert _reason(mixed, CFG.model_copy(update={"min_language_consistency": 0.5}), "en") is None
     # the target language decides which script counts
     chinese = "<think>先 算 4-1=3, 再 算 3-7=-4</think><answer>-4</answer>"
-    assert rejection_reason(chinese, P1, CFG, "zh") is None
-    assert rejection_reason(chinese, P1, CFG, "en") == "mixed_language"
+    assert _reason(chinese, CFG, "zh") is None
+    assert _reason(chinese, CFG, "en") == "mixed_language"
 
 
 def test_select_counts_and_kept_rows():
@@ -100,6 +105,9 @@ def test_select_counts_and_kept_rows():
         "dropped_overlong_paragraph": 1,
         "dropped_code_block": 1,
         "dropped_duplicate": 2,
+        "verifier_failures": 0,
+        "verifier_failures/error": 0,
+        "verifier_failures/timeout": 0,
     }
     assert stats["sampled"] == stats["kept"] + sum(v for k, v in stats.items() if k.startswith("dropped_"))
 
