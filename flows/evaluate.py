@@ -18,7 +18,7 @@ from models.config import Recipe
 from models.factory import model_record
 from models.records import Artifact
 from models.tracking import registered_model_dir
-from tasks.pipeline_run import close_pipeline_run, open_pipeline_run
+from tasks.pipeline_run import open_pipeline_run, pipeline_run_open
 from tasks.stages import evaluate_in_tree
 
 
@@ -42,12 +42,8 @@ def r1_evaluate(
     except ParameterError as err:
         return refused(err)
     pipeline = open_pipeline_run(recipe, f"evaluate-{flow_run.get_name() or 'local'}", flow_run.get_id() or "")
-    try:
+    with pipeline_run_open(pipeline):  # heartbeat while it runs; closed FINISHED or FAILED
         record = evaluated_model(model)
         evaluation, _ = evaluate_in_tree("evaluated_model", recipe, record, pipeline)
-    except BaseException:
-        close_pipeline_run(pipeline, "FAILED")
-        raise
-    close_pipeline_run(pipeline, "FINISHED")
     metrics = json.loads((pipeline.store().local_copy(evaluation) / "metrics.json").read_text())
     return {"metrics": metrics, "parent_run_id": pipeline.parent_run_id, "experiment_id": pipeline.experiment_id}

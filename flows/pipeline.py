@@ -18,11 +18,11 @@ from models.stages import SOURCES, stage
 from tasks.inputs import source
 from tasks.pipeline_run import (
     PipelineRun,
-    close_pipeline_run,
     is_live,
     link_if_cached,
     log_evaluation,
     open_pipeline_run,
+    pipeline_run_open,
     record_output,
 )
 from tasks.promotion import promote
@@ -108,7 +108,7 @@ def r1_pipeline(
         return refused(err)
     reconcile_stale_runs(recipe.name, get_run_logger())  # a killed earlier run's MLflow and Prefect runs: closed
     pipeline = open_pipeline_run(recipe, flow_run.get_name() or "local", flow_run.get_id() or "")
-    try:
+    with pipeline_run_open(pipeline):  # heartbeat while it runs; closed FINISHED or FAILED
         run = Tracker(recipe, pipeline)
         run.evaluate("base_model", run.source("base_model"))
         # 1. cold start: SFT of the base on a few long chain-of-thought examples in R1's format
@@ -129,10 +129,6 @@ def r1_pipeline(
         summary = summarize(
             recipe, pipeline, run.evaluations, run.models, run.runs, run.cached, verified, version, promotion, mlflow_ui
         )
-    except BaseException:
-        close_pipeline_run(pipeline, "FAILED")
-        raise
-    close_pipeline_run(pipeline, "FINISHED")
     return {
         "parent_run_id": pipeline.parent_run_id,
         "experiment_id": pipeline.experiment_id,

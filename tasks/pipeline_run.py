@@ -7,13 +7,14 @@ reads."""
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict
 
 from models.config import Recipe
 from models.records import Artifact
-from models.stale_runs import owner_tags
+from models.stale_runs import Heartbeat, owner_tags
 from models.storage import StorageConfig, artifact_store
 from models.tracking import client, ensure_experiment, package_versions, start_child_run
 
@@ -52,6 +53,19 @@ def open_pipeline_run(recipe: Recipe, flow_run_name: str, flow_run_id: str) -> P
         flow_run_name=flow_run_name,
         storage=recipe.storage.effective(),
     )
+
+
+@contextmanager
+def pipeline_run_open(pipeline: PipelineRun):
+    """While the pipeline runs: its parent run's owner heartbeat (by which a pipeline on another host tells it
+    alive); then the run closed FINISHED, or FAILED if the body raised."""
+    try:
+        with Heartbeat(pipeline.parent_run_id):
+            yield
+    except BaseException:
+        close_pipeline_run(pipeline, "FAILED")
+        raise
+    close_pipeline_run(pipeline, "FINISHED")
 
 
 def close_pipeline_run(pipeline: PipelineRun, status: str) -> None:

@@ -1,16 +1,30 @@
 """models/stale_runs.py on MLflow (SQLite): a killed pipeline's RUNNING runs are closed as FAILED, and only when
-their owner process is provably dead."""
+their owner process is provably dead: gone from this host, or silent on another host for longer than the heartbeat
+limit."""
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
-from models.stale_runs import FLOW_RUN, HOST, PID, RECONCILED, STARTED, owner_tags, process_start_time
+from models.stale_runs import (
+    FLOW_RUN,
+    HEARTBEAT,
+    HOST,
+    PID,
+    RECONCILED,
+    STALE_AFTER_S,
+    STARTED,
+    Heartbeat,
+    owner_tags,
+    process_start_time,
+)
 
 pytestmark = pytest.mark.reliability("kill")
 
@@ -80,7 +94,11 @@ def test_a_pid_reused_by_another_process_counts_as_dead(tracking):
     "owner",
     [
         pytest.param(lambda: owner_tags("x"), id="alive"),
-        pytest.param(lambda: {**owner_tags("x"), HOST: "elsewhere"}, id="another-host"),
+        pytest.param(lambda: {**owner_tags("x"), HOST: "elsewhere"}, id="another-host-beating"),
+        pytest.param(
+            lambda: {k: v for k, v in owner_tags("x").items() if k != HEARTBEAT} | {HOST: "elsewhere"},
+            id="another-host-without-heartbeat",
+        ),
         pytest.param(lambda: {}, id="no-owner"),
     ],
 )
@@ -96,3 +114,29 @@ def test_an_unknown_experiment_has_nothing_to_reconcile(tracking):
     from models.stale_runs import reconcile_experiment
 
     assert reconcile_experiment("no-such-experiment") == []
+
+
+def test_another_hosts_owner_silent_past_the_limit_counts_as_dead(tracking):
+    from models.stale_runs import reconcile_experiment
+
+    silent = {**owner_tags("x"), HOST: "elsewhere", HEARTBEAT: repr(time.time() - STALE_AFTER_S - 5)}
+    parent, running, *_ = tree(tracking, silent)
+    (stale,) = reconcile_experiment("stale")
+    assert stale.run_id == parent and running in stale.children
+    assert re.search(r"its owner on elsewhere sent no heartbeat for 60[5-9] s \(more than 600 s\)", stale.why)
+    assert status(tracking, parent) == status(tracking, running) == "FAILED"
+
+
+def test_the_heartbeat_rewrites_its_tag_while_open_and_stops_when_closed(tracking):
+    mlflow_client, experiment = tracking
+    run_id = mlflow_client.create_run(experiment, run_name="pipeline", tags=owner_tags("x")).info.run_id
+    beat = lambda: float(mlflow_client.get_run(run_id).data.tags[HEARTBEAT])  # noqa: E731
+    first = beat()
+    with Heartbeat(run_id, every_s=0.05):
+        deadline = time.monotonic() + 10
+        while beat() == first and time.monotonic() < deadline:
+            time.sleep(0.05)
+    last = beat()
+    assert last > first
+    time.sleep(0.3)
+    assert beat() == last
