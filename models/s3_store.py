@@ -70,14 +70,18 @@ def s3_client(endpoint_url: str | None, preflight: bool = False):
 
 def read_object(client, bucket: str, key: str) -> bytes:
     """The whole body of an object; a body cut short (a reset connection, a read timeout) is fetched again (the
-    request itself is retried by the client)."""
+    request itself is retried by the client). So is an error answer (a 404 NoSuchKey) whose body was cut: for a
+    streaming operation such as GetObject, botocore reads an error's body outside its retry handling, and the
+    connection error escapes as urllib3's ProtocolError."""
     from botocore.exceptions import IncompleteReadError, ReadTimeoutError, ResponseStreamingError
+    from urllib3.exceptions import ProtocolError
+    from urllib3.exceptions import ReadTimeoutError as Urllib3ReadTimeoutError
 
+    cut = (ResponseStreamingError, IncompleteReadError, ReadTimeoutError, ProtocolError, Urllib3ReadTimeoutError)
     for attempt in range(1, BODY_ATTEMPTS):
-        body = client.get_object(Bucket=bucket, Key=key)["Body"]
         try:
-            return body.read()
-        except (ResponseStreamingError, IncompleteReadError, ReadTimeoutError) as err:
+            return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except cut as err:
             log.info("reading s3://%s/%s was cut short (%s); reading it again", bucket, key, type(err).__name__)
             time.sleep(min(0.2 * 2**attempt, 5))
     return client.get_object(Bucket=bucket, Key=key)["Body"].read()

@@ -125,6 +125,16 @@ def test_a_response_cut_mid_body_is_read_again(s3, proxy, tmp_path):
     assert proxy.stats()["by_kind"] == {"reset_body": 2}
 
 
+def test_a_404_answer_cut_mid_body_is_asked_again(s3, proxy, tmp_path):
+    """botocore reads a GetObject error's body outside its retries (urllib3's ProtocolError escapes): read_object
+    asks again, and the missing object reads as missing. Seen in the pipeline at 10% faults (a checkpoint push's
+    manifest lookup)."""
+    store = store_at(proxy.endpoint_url, s3, tmp_path)
+    proxy.script(lambda r: r.method == "GET" and "missing" in r.path, ["reset_body", "reset_body"])
+    assert store.read_record(store.uri_for("demo/missing/key")) is None
+    assert proxy.stats()["by_kind"] == {"reset_body": 2}
+
+
 def test_a_stalled_answer_times_out_and_is_retried(s3, proxy, tmp_path, monkeypatch):
     monkeypatch.setattr(s3_store, "READ_TIMEOUT_S", 1)
     proxy.schedule = FaultSchedule(rate=0.0, stall_s=2.5)
