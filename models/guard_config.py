@@ -14,19 +14,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class RewardIsolationConfig(_Strict):
+class IsolationConfig(_Strict):
     isolated: bool = Field(
         True,
-        description="Run each rule reward in its own worker process, where a call that takes longer than "
-        "`timeout_s` is killed; off: in the training process (errors and NaN/inf still give 0 and are counted, "
-        "but a hung reward hangs the stage).",
+        description="Run each call (a rule reward, or the answer verifier) in a worker process, where a call that "
+        "takes longer than `timeout_s` is killed; off: in the stage process (a failed call still scores 0, or "
+        "incorrect, and is counted, but a hung call hangs the stage).",
     )
     timeout_s: float = Field(
         10.0,
         gt=0,
-        description="Seconds one sample's reward may take; past it the worker is killed and replaced, the sample "
-        "gets reward 0 and counts as a timeout.",
+        description="Seconds one sample's call may take; past it the worker is killed and replaced, the sample "
+        "scores 0 (a reward) or incorrect (a verdict) and counts as a timeout.",
     )
+
+
+class RewardIsolationConfig(IsolationConfig):
     max_failed_steps: int = Field(
         1,
         ge=1,
@@ -84,22 +87,7 @@ class SftGuardConfig(_Strict):
     )
 
 
-class VerifierIsolationConfig(_Strict):
-    isolated: bool = Field(
-        True,
-        description="Run the answer verifier in a worker process, where a call that takes longer than `timeout_s` "
-        "is killed; off: in the stage process (errors still count as incorrect and are counted, but a hung verifier "
-        "hangs the stage).",
-    )
-    timeout_s: float = Field(
-        10.0,
-        gt=0,
-        description="Seconds one verdict may take; past it the worker is killed and replaced, and the sample counts "
-        "as incorrect and as a verifier timeout.",
-    )
-
-
 class SamplingGuardConfig(_Strict):
-    verifier: VerifierIsolationConfig = Field(
-        default_factory=VerifierIsolationConfig, description="How the answer verifier's calls are contained."
+    verifier: IsolationConfig = Field(
+        default_factory=IsolationConfig, description="How the answer verifier's calls are contained."
     )

@@ -84,7 +84,7 @@ def train_sft(
     seed: int,
     out: Path,
     hooks: CheckpointHooks = NO_HOOKS,
-    stage_name: str = "sft",
+    stage_name: str = "training",
 ) -> dict:
     """Fine-tune on `rows` (resuming from the last complete checkpoint in the work area, if any) and save model +
     tokenizer to `out`; returns TRL's final training metrics."""

@@ -93,6 +93,9 @@ class Heartbeat:
         self.failed = False
 
     def __enter__(self) -> Heartbeat:
+        from models.tracking import client
+
+        self.mlflow_client = client()  # opened here, once: the beat thread only writes through it
         self.thread.start()
         return self
 
@@ -101,11 +104,9 @@ class Heartbeat:
         self.thread.join(timeout=10)
 
     def _beat(self) -> None:
-        from models.tracking import client
-
         while not self.stopped.wait(self.every_s):
             try:
-                client().set_tag(self.run_id, HEARTBEAT, repr(time.time()))
+                self.mlflow_client.set_tag(self.run_id, HEARTBEAT, repr(time.time()))
             except Exception as error:  # a beat missed is not a failure of the run; 10 in a row are
                 if not self.failed:
                     log.warning(

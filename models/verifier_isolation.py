@@ -19,7 +19,7 @@ import logging
 from collections import Counter
 
 from models.data import Problem
-from models.guard_config import VerifierIsolationConfig
+from models.guard_config import IsolationConfig
 from models.reward_isolation import InProcess, RewardWorker
 from models.verifiers import answer_is_correct, is_correct
 
@@ -40,7 +40,7 @@ def _verdict(texts: list[str], whole: list[bool], entry: list, answer: list, **_
 
 
 class Verifier:
-    def __init__(self, cfg: VerifierIsolationConfig, stage: str):
+    def __init__(self, cfg: IsolationConfig, stage: str):
         self.cfg, self.stage = cfg, stage
         self.scorer = RewardWorker(_verdict, cfg.timeout_s) if cfg.isolated else InProcess(_verdict)
         self.totals: Counter = Counter()

@@ -8,7 +8,7 @@ import pytest
 
 from models.data import Problem
 from models.evaluate import cons_at_k, majority_answer, pass_at_1, pass_at_k, score_prompt, summarize
-from models.guard_config import VerifierIsolationConfig
+from models.guard_config import IsolationConfig
 from models.verifier_isolation import Verifier
 
 T, F = True, False
@@ -77,7 +77,7 @@ PROBLEM = Problem(
 )
 
 
-VERIFIER = Verifier(VerifierIsolationConfig(isolated=False), "evaluation")  # in this process: no worker to fork
+VERIFIER = Verifier(IsolationConfig(isolated=False), "evaluation")  # in this process: no worker to fork
 
 
 def test_score_prompt():
